@@ -1,0 +1,199 @@
+"""The `hotfolder` command: run, once, status, retry, check-config, demo. Thin on purpose."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from daemon.config import Settings, load_settings, secret_values
+from daemon.errors import ConfigError
+from daemon.logsetup import configure_logging, register_secret
+
+DEFAULT_CONFIG = "/etc/hotfolder/config.yaml"
+EXIT_CONFIG = 2
+
+
+def _config_path(args: argparse.Namespace) -> Path:
+    return Path(args.config or os.environ.get("HOTFOLDER_CONFIG") or DEFAULT_CONFIG)
+
+
+def _load(path: Path) -> Settings:
+    settings = load_settings(path)
+    for secret in secret_values(settings):
+        register_secret(secret)
+    return settings
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    settings = _load(Path(args.file))
+    names = ", ".join(f"{name} ({target.vendor})" for name, target in settings.targets.items())
+    print(f"{args.file}: ok — inbox {settings.inbox}, targets: {names}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = _load(_config_path(args))
+    configure_logging(settings.log_level)
+    from daemon.service import Daemon  # imported late: check-config stays fast and light
+
+    daemon = Daemon(settings)
+    daemon.run_until(_stop_on_signals())
+    return 0
+
+
+def cmd_once(args: argparse.Namespace) -> int:
+    settings = _load(_config_path(args))
+    configure_logging(settings.log_level)
+    from daemon.service import Daemon
+
+    return Daemon(settings).run_once(_stop_on_signals())
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    settings = _load(_config_path(args))
+    from daemon.journal import Journal
+    from daemon.pipeline import TERMINAL_STATES, State
+
+    journal = Journal(settings.journal)
+    try:
+        counts = journal.counts_by_state()
+        unfinished = journal.jobs(unfinished=True, limit=200)
+        failures = journal.jobs(states=(State.FAILED,), limit=args.limit)
+    finally:
+        journal.close()
+    report: dict[str, Any] = {
+        "journal": str(settings.journal),
+        "unfinished_by_step": {s: n for s, n in counts.items() if State(s) not in TERMINAL_STATES},
+        "finished": {s: n for s, n in counts.items() if State(s) in TERMINAL_STATES},
+        "unfinished": [
+            {
+                "job": job.id, "file": job.relpath, "step": job.state.value, "attempts": job.attempts,
+                "next_attempt_in": round(max(0.0, job.next_attempt_at - time.time()), 1),
+                "last_error": (job.last_error or {}).get("reason"),
+            }
+            for job in unfinished
+        ],
+        "failures": [
+            {
+                "job": job.id, "file": job.relpath, "step": (job.last_error or {}).get("step"),
+                "reason": (job.last_error or {}).get("reason"), "http_status": (job.last_error or {}).get("status"),
+                "moved_to": job.outcome_path,
+            }
+            for job in failures
+        ],
+    }
+    if args.json:
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+        return 0
+    print(f"journal: {report['journal']}")
+    waiting = ", ".join(f"{s} {n}" for s, n in report["unfinished_by_step"].items()) or "none"
+    print(f"unfinished jobs by step: {waiting}")
+    finished = ", ".join(f"{s} {n}" for s, n in report["finished"].items()) or "none"
+    print(f"finished jobs: {finished}")
+    for item in report["unfinished"]:
+        line = f"  #{item['job']} {item['file']} at {item['step']}"
+        if item["last_error"]:
+            line += f" (attempt {item['attempts']}, retry in {item['next_attempt_in']}s: {item['last_error']})"
+        print(line)
+    if report["failures"]:
+        print("failures (newest first):")
+    for item in report["failures"]:
+        print(f"  #{item['job']} {item['file']} at {item['step']}: {item['reason']}")
+    return 0
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    settings = _load(_config_path(args))
+    from daemon import outcomes
+
+    chosen = [Path(p).resolve() for p in args.paths] if args.paths else None
+    moved = 0
+    for path in sorted(settings.failed.rglob("*")):
+        if not path.is_file() or path.is_symlink() or path.name.endswith(".error.json"):
+            continue
+        if chosen is not None and path.resolve() not in chosen:
+            continue
+        relative = path.relative_to(settings.failed)
+        destination = outcomes.free_name((settings.inbox / relative).parent, path.name)
+        final = outcomes.move_file(path, destination)
+        sidecar = path.with_name(path.name + ".error.json")
+        if sidecar.exists():
+            sidecar.unlink()
+        print(f"{relative} → {final}")
+        moved += 1
+    print(f"{moved} file(s) moved back to the inbox")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from daemon.demo import run_demo
+
+    return run_demo(Path(args.dir).resolve(), port=args.port, exit_when_idle=args.exit_when_idle)
+
+
+# -- parsing ----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hotfolder", description="Turn a folder into an upload pipeline.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("-c", "--config", help=f"config file (default: $HOTFOLDER_CONFIG or {DEFAULT_CONFIG})")
+        return p
+
+    with_config(commands.add_parser("run", help="run in the foreground until SIGTERM/SIGINT")).set_defaults(
+        func=cmd_run
+    )
+    with_config(commands.add_parser("once", help="process what is in the inbox, exit when idle")).set_defaults(
+        func=cmd_once
+    )
+    status = with_config(commands.add_parser("status", help="jobs by step, failures with reasons"))
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--limit", type=int, default=20, help="how many failures to list")
+    status.set_defaults(func=cmd_status)
+    retry = with_config(commands.add_parser("retry", help="move failed files back into the inbox"))
+    retry.add_argument("paths", nargs="*", help="files under failed/ (default: all)")
+    retry.set_defaults(func=cmd_retry)
+    check = commands.add_parser("check-config", help="validate a config file without starting")
+    check.add_argument("file")
+    check.set_defaults(func=cmd_check_config)
+    demo = commands.add_parser("demo", help="run against the built-in local simulator")
+    demo.add_argument("--dir", default="hotfolder-demo", help="where the demo inbox/done/failed live")
+    demo.add_argument("--port", type=int, default=8787, help="simulator port on 127.0.0.1 (0: any free port)")
+    demo.add_argument("--exit-when-idle", action="store_true", help="stop once the sample files are processed")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as error:
+        print(f"hotfolder: configuration error: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,346 @@
+"""The worker pool: takes ready jobs from the journal and runs them one step at a time.
+
+For each step a worker reads the job, performs exactly one side effect (through the vendor
+adapter, transfer or outcomes), asks ``pipeline.decide`` what that outcome means, and
+commits the decision to the journal before it starts the next side effect. A job stays with
+one worker while it moves forward without waiting, so the presigned URL it keeps in memory
+is still there for the upload; a job that must wait (backoff) goes back to the journal,
+from where any worker picks it up when its time comes.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import structlog
+
+from daemon import outcomes
+from daemon.config import Settings
+from daemon.errors import StepError
+from daemon.journal import Job, Journal, StepRecord
+from daemon.layout import LayoutError, Placement, outcome_path, place
+from daemon.logsetup import redact, redact_value
+from daemon.pipeline import (
+    Decision,
+    Outcome,
+    OutcomeKind,
+    RetryPolicy,
+    State,
+    decide,
+)
+from daemon.transfer import FileDigests, FileIdentity, hash_file
+from daemon.vendors.base import StepContext, Vendor
+
+log = structlog.get_logger("hotfolder.runner")
+
+
+@dataclass
+class _StepResult:
+    outcome: Outcome
+    ids: Mapping[str, Any] = field(default_factory=dict)
+    digests: FileDigests | None = None
+    outcome_path: str | None = None
+    bytes: int = 0
+
+
+class Runner:
+    def __init__(
+        self,
+        settings: Settings,
+        journal: Journal,
+        adapters: Mapping[str, Vendor],
+        *,
+        clock: Callable[[], float] = time.time,
+        jitter: Callable[[], float] = random.random,
+        on_file_left_inbox: Callable[[Path], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.journal = journal
+        self.adapters = adapters
+        self.policy = RetryPolicy(settings.retry.attempts, settings.retry.backoff, settings.retry.max_backoff)
+        self._clock = clock
+        self._jitter = jitter
+        self._on_file_left_inbox = on_file_left_inbox
+        self._wake = threading.Condition()
+        self._in_flight: set[int] = set()
+        self._scratch: dict[int, dict[str, Any]] = {}  # per job, memory only (presigned URLs)
+        self._link_locks: dict[tuple[str, ...], threading.Lock] = {}
+        self._link_locks_guard = threading.Lock()
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._refused: set[str] = set()
+        self.refusals: dict[str, str] = {}  # relpath → reason, for status
+
+    # -- intake --------------------------------------------------------------------------------
+
+    def submit(self, path: Path, stat: os.stat_result) -> Job | None:
+        """A settled file from the watcher: journal it as a job (once per path)."""
+        try:
+            placement = place(self.settings.inbox, path, self.settings.targets)
+        except LayoutError as error:
+            self._refuse(path, error.reason)
+            return None
+        relpath = placement.relpath.as_posix()
+        job = self.journal.add_job(
+            target=placement.target, record=placement.record, group=placement.group, name=placement.name,
+            relpath=relpath, size=stat.st_size, mtime_ns=stat.st_mtime_ns,
+        )
+        if job is None:
+            return None
+        log.info("file queued", job=job.id, target=job.target, record=job.record, file=job.name, bytes=job.size)
+        self.poke()
+        return job
+
+    def _refuse(self, path: Path, reason: str) -> None:
+        key = str(path)
+        self.refusals[key] = reason
+        if key not in self._refused:
+            self._refused.add(key)
+            log.warning("file refused, left in place", file=key, reason=reason)
+
+    def poke(self) -> None:
+        with self._wake:
+            self._wake.notify_all()
+
+    # -- the pool ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for number in range(self.settings.workers):
+            thread = threading.Thread(target=self._work, name=f"worker-{number}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stopping.set()
+        self.poke()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._threads.clear()
+
+    def idle(self) -> bool:
+        """No unfinished job is left (in flight or waiting)."""
+        with self._wake:
+            return not self._in_flight and self.journal.unfinished_count() == 0
+
+    def _claim(self) -> Job | None:
+        with self._wake:
+            while not self._stopping.is_set():
+                now = self._clock()
+                ready = self.journal.ready_jobs(now, 1, self._in_flight)
+                if ready:
+                    job = ready[0]
+                    self._in_flight.add(job.id)
+                    return job
+                wakeup = self.journal.next_wakeup(self._in_flight)
+                timeout = 1.0 if wakeup is None else min(max(wakeup - now, 0.01), 1.0)
+                self._wake.wait(timeout)
+        return None
+
+    def _release(self, job_id: int, finished: bool) -> None:
+        with self._wake:
+            self._in_flight.discard(job_id)
+            if finished:
+                self._scratch.pop(job_id, None)
+            self._wake.notify_all()
+
+    def _work(self) -> None:
+        while not self._stopping.is_set():
+            job = self._claim()
+            if job is None:
+                return
+            finished = False
+            try:
+                job = self.drive(job)
+                finished = job.finished
+            except Exception:  # a bug must not kill the worker; the job is retried later
+                log.exception("worker error", job=job.id)
+                self._postpone_after_bug(job)
+            finally:
+                self._release(job.id, finished)
+
+    def _postpone_after_bug(self, job: Job) -> None:
+        try:
+            self.journal.record(job.id, StepRecord(
+                state=job.state, attempts=job.attempts, next_attempt_at=self._clock() + self.policy.max_backoff,
+                last_error={"step": job.state.value, "reason": "internal error (see log)"},
+            ))
+        except Exception:
+            log.exception("could not postpone job", job=job.id)
+
+    # -- driving one job -----------------------------------------------------------------------
+
+    def drive(self, job: Job) -> Job:
+        """Run steps of ``job`` until it finishes, must wait, or the daemon stops."""
+        while not job.finished and not self._stopping.is_set():
+            started = time.monotonic()
+            result = self._run_step(job)
+            decision = decide(job.state, job.attempts, result.outcome, self.policy, self._jitter())
+            job = self._commit(job, result, decision)
+            self._log_step(job, result, decision, time.monotonic() - started)
+            if decision.delay > 0:
+                break
+        return job
+
+    def _commit(self, job: Job, result: _StepResult, decision: Decision) -> Job:
+        step = job.state
+        record = StepRecord(
+            state=decision.state,
+            attempts=decision.attempts,
+            next_attempt_at=self._clock() + decision.delay if decision.delay > 0 else 0.0,
+            vendor_update=redact_value(dict(result.ids)) if result.ids else None,
+            outcome_path=result.outcome_path,
+        )
+        if result.digests is not None:
+            record.digests = result.digests.as_dict()
+            record.size = result.digests.identity.size
+            record.mtime_ns = result.digests.identity.mtime_ns
+        if decision.error is not None:
+            record.last_error = {
+                "step": step.value,
+                "reason": redact(decision.error),
+                "status": decision.status,
+                "at": self._clock(),
+            }
+        elif decision.state is State.TO_DONE:
+            record.clear_error = True  # earlier setbacks were overcome; the job succeeded
+        return self.journal.record(job.id, record)
+
+    def _log_step(self, job: Job, result: _StepResult, decision: Decision, duration: float) -> None:
+        fields: dict[str, Any] = {
+            "job": job.id, "target": job.target, "record": job.record, "file": job.name,
+            "outcome": result.outcome.kind.value, "next": decision.state.value,
+            "duration": round(duration, 4), "attempts": decision.attempts,
+        }
+        if result.bytes:
+            fields["bytes"] = result.bytes
+        if decision.delay > 0:
+            fields["retry_in"] = round(decision.delay, 2)
+        if result.outcome.kind is OutcomeKind.SUCCESS:
+            log.info("step done", **fields)
+        elif decision.state is State.GONE:
+            log.warning("file vanished from the inbox; job closed", reason=result.outcome.reason, **fields)
+        else:
+            log.warning("step failed", reason=redact(result.outcome.reason), status=result.outcome.status, **fields)
+        if decision.state is State.FAILED:
+            log.error("file failed", job=job.id, file=job.name, moved_to=job.outcome_path,
+                      reason=(job.last_error or {}).get("reason"))
+        elif decision.state is State.DONE:
+            log.info("file done", job=job.id, file=job.name, moved_to=job.outcome_path)
+
+    def _run_step(self, job: Job) -> _StepResult:
+        try:
+            return self._perform(job)
+        except StepError as error:
+            return _StepResult(error.outcome)
+
+    def _perform(self, job: Job) -> _StepResult:
+        state = job.state
+        if state is State.HASH:
+            adapter = self._adapter(job)
+            digests = hash_file(self._source(job), adapter.digests)
+            return _StepResult(Outcome.success(), digests=digests, bytes=digests.identity.size)
+        if state is State.TO_DONE:
+            return self._move(job, self.settings.done, sidecar=False)
+        if state is State.TO_FAILED:
+            return self._move(job, self.settings.failed, sidecar=True)
+
+        adapter = self._adapter(job)
+        ctx = self._context(job)
+        if state is State.PRESIGN:
+            ids = adapter.presign(ctx)
+        elif state is State.UPLOAD:
+            ids = adapter.upload(ctx)
+            return _StepResult(Outcome.success(), ids=ids, bytes=job.size)
+        elif state is State.FINALIZE:
+            ids = adapter.finalize(ctx)
+        elif state is State.LINK:
+            with self._link_lock(adapter.link_key(ctx)):
+                ids = adapter.link(ctx)
+        else:  # pragma: no cover - decide() never hands out other states
+            raise AssertionError(state)
+        return _StepResult(Outcome.success(), ids=ids)
+
+    def _adapter(self, job: Job) -> Vendor:
+        adapter = self.adapters.get(job.target)
+        if adapter is None:
+            # The target was removed from the config while a job for it was unfinished.
+            raise StepError(OutcomeKind.PERMANENT, f"target '{job.target}' is no longer configured")
+        return adapter
+
+    def _placement(self, job: Job) -> Placement:
+        return Placement(job.target, job.record, job.group, job.name, PurePosixPath(job.relpath))
+
+    def _source(self, job: Job) -> Path:
+        return self.settings.inbox / job.relpath
+
+    def _context(self, job: Job) -> StepContext:
+        digests = FileDigests.from_dict(job.digests) if job.digests else None
+        return StepContext(
+            job_id=job.id, target=job.target, record=job.record, group=job.group, name=job.name,
+            path=self._source(job), identity=FileIdentity(job.size, job.mtime_ns), digests=digests,
+            ids=job.vendor, scratch=self._scratch.setdefault(job.id, {}),
+        )
+
+    def _link_lock(self, key: tuple[str, ...]) -> threading.Lock:
+        with self._link_locks_guard:
+            return self._link_locks.setdefault(key, threading.Lock())
+
+    # -- outcome moves -------------------------------------------------------------------------
+
+    def _move(self, job: Job, root: Path, *, sidecar: bool) -> _StepResult:
+        source = self._source(job)
+        planned = Path(job.outcome_path) if job.outcome_path else None
+        try:
+            if planned is None:
+                if not source.exists() and not source.is_symlink():
+                    # Attached (or failed) but the file itself was taken away meanwhile: nothing to move.
+                    return _StepResult(Outcome.success())
+                wanted = outcome_path(root, self._placement(job))
+                planned = outcomes.free_name(wanted.parent, wanted.name)
+                # Journal first: the destination is durable before the file moves (crash rule 5).
+                self.journal.record(job.id, StepRecord(
+                    state=job.state, attempts=job.attempts, outcome_path=str(planned),
+                ))
+                final = outcomes.move_file(source, planned)
+            elif outcomes.finish_interrupted_move(source, planned, job.size):
+                final = planned
+            elif source.exists():
+                final = outcomes.move_file(source, planned)
+            else:
+                return _StepResult(Outcome.success())
+            if sidecar:
+                outcomes.write_sidecar(final, self._sidecar_info(job, final))
+        except OSError as error:
+            reason = f"cannot move {source} to {root}: {error.strerror or error}"
+            return _StepResult(Outcome(OutcomeKind.TRANSIENT, reason))
+        if self._on_file_left_inbox is not None:
+            self._on_file_left_inbox(source)
+        return _StepResult(Outcome.success(), outcome_path=str(final))
+
+    def _sidecar_info(self, job: Job, final: Path) -> dict[str, Any]:
+        error = dict(job.last_error or {})
+        return redact_value({
+            "job_id": job.id,
+            "file": job.name,
+            "target": job.target,
+            "record": job.record,
+            "step": error.get("step"),
+            "reason": error.get("reason"),
+            "http_status": error.get("status"),
+            "attempts": job.attempts,
+            "first_seen": _iso(job.created_at),
+            "failed_at": _iso(error.get("at") or self._clock()),
+            "moved_to": str(final),
+        })
+
+
+def _iso(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))

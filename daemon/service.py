@@ -1,0 +1,110 @@
+"""Wiring: settings → journal, one HTTP client and adapter per target, runner, watcher."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import structlog
+
+from daemon.config import Settings, TargetSettings
+from daemon.journal import Journal
+from daemon.runner import Runner
+from daemon.vendors import adapter_class
+from daemon.vendors.base import Vendor
+from daemon.watcher import Watcher
+
+log = structlog.get_logger("hotfolder")
+
+
+def make_client(target: TargetSettings, workers: int) -> httpx.Client:
+    if not target.verify_tls:
+        log.warning("TLS verification is OFF for this target (verify_tls: false)", target=target.name)
+    return httpx.Client(
+        base_url=target.url,
+        timeout=httpx.Timeout(target.timeout, connect=min(10.0, target.timeout)),
+        verify=target.verify_tls,
+        follow_redirects=False,  # a redirect could carry our token to another host
+        limits=httpx.Limits(max_connections=max(workers, 4), max_keepalive_connections=max(workers, 4)),
+    )
+
+
+class Daemon:
+    """One running hotfolder: start() it, then stop() it; run_once() for the `once` command."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        for folder in (settings.inbox, settings.done, settings.failed):
+            folder.mkdir(parents=True, exist_ok=True)
+        for name in settings.targets:
+            (settings.inbox / name).mkdir(exist_ok=True)
+        self.journal = Journal(settings.journal)
+        if self.journal.recovered_from is not None:
+            log.error("journal was damaged; moved aside and started afresh", damaged=str(self.journal.recovered_from))
+        self.clients: list[httpx.Client] = []
+        adapters: dict[str, Vendor] = {}
+        for name, target in settings.targets.items():
+            client = make_client(target, settings.workers)
+            self.clients.append(client)
+            adapters[name] = adapter_class(target.vendor)(target, client)
+        self.runner = Runner(settings, self.journal, adapters, on_file_left_inbox=self._forget)
+        self.watcher = Watcher(
+            settings.inbox,
+            method=settings.watch.method,
+            settle=settings.watch.settle,
+            poll_interval=settings.watch.poll_interval,
+            rescan_interval=settings.watch.rescan,
+            ignore=settings.watch.ignore,
+            on_ready=self.runner.submit,
+            on_refused=self._refused,
+        )
+
+    def _forget(self, path: Path) -> None:
+        self.watcher.forget(path)
+
+    def _refused(self, path: Path, reason: str) -> None:
+        log.warning("not a regular file, left alone", file=str(path), reason=reason)
+
+    def start(self) -> None:
+        log.info(
+            "hotfolder starting", inbox=str(self.settings.inbox), targets=sorted(self.settings.targets),
+            workers=self.settings.workers, unfinished_jobs=self.journal.unfinished_count(),
+        )
+        self.runner.start()
+        self.watcher.start()
+        log.info("watching", inbox=str(self.settings.inbox), mode=self.watcher.mode)
+
+    def stop(self) -> None:
+        self.watcher.stop()
+        self.runner.stop()
+        for client in self.clients:
+            client.close()
+        self.journal.close()
+        log.info("hotfolder stopped")
+
+    def run_until(self, stop: threading.Event) -> None:
+        self.start()
+        try:
+            stop.wait()
+        finally:
+            self.stop()
+
+    def run_once(self, stop: threading.Event | None = None) -> int:
+        """Process what is in the inbox now; 0 if every job ended done, 1 if any failed."""
+        started = time.time()
+        self.start()
+        stop = stop or threading.Event()
+        try:
+            # Idle means: nothing waiting to settle and no unfinished job. Checked twice in a row
+            # so a file handed from the watcher to the runner between the two looks is not missed.
+            quiet = 0
+            while not stop.is_set() and quiet < 2:
+                busy = self.watcher.pending_count() > 0 or not self.runner.idle()
+                quiet = 0 if busy else quiet + 1
+                stop.wait(0.2)
+            failed = self.journal.failed_since(started)
+        finally:
+            self.stop()
+        return 1 if failed else 0

@@ -1,0 +1,347 @@
+"""Streaming transfers: one-pass digests and presigned S3 uploads, with memory flat at any file size.
+
+Rules this module keeps:
+
+* A file is never held in memory whole. Reads are ``CHUNK_SIZE`` at a time, and the upload body
+  is a generator of those chunks.
+* A file is never followed through a symlink (``O_NOFOLLOW``) and only regular files are read,
+  so a link planted in the inbox cannot make us upload ``/etc/shadow``.
+* What was hashed is what is sent: each step checks the file's (size, mtime) against the
+  :class:`FileIdentity` recorded when it was hashed, before and after touching it, and says
+  ``FILE_CHANGED`` otherwise, so the pipeline hashes again instead of uploading mixed bytes.
+* A presigned URL's query string is a bearer credential. It never appears in an exception
+  message or a reason: :func:`redact_url` is used wherever a URL is named.
+* Every failure leaves as a :class:`~daemon.errors.StepError` whose kind tells the pipeline
+  what to do (retry, presign again, hash again, give up).
+
+Why a generator body with an explicit Content-Length: httpx sends ``Transfer-Encoding: chunked``
+for an iterator body unless the caller sets Content-Length (then it drops the chunked header,
+httpx ``Request._prepare``), and S3 answers 411 to a chunked PUT. A file-object body would get a
+Content-Length from ``fstat`` instead, but of the file as it is *now* (not as hashed) and read in
+64 KiB pieces; the generator sends exactly the hashed length in 1 MiB pieces.
+
+Later: ``post_form`` (presigned POST, multipart, file part last) and a streamed base64-JSON body
+belong here too; both reuse :func:`open_checked` and :func:`iter_file`.
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import hashlib
+import os
+import re
+import stat
+import xml.etree.ElementTree as ET
+from collections.abc import Collection, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, cast
+from urllib.parse import urlsplit
+
+import httpx
+
+from daemon.errors import TRANSIENT_STATUSES, StepError, from_transport_error, parse_retry_after, shorten
+from daemon.pipeline import OutcomeKind
+
+CHUNK_SIZE = 1024 * 1024
+SUPPORTED_DIGESTS = ("md5", "sha256")
+# Only the first bytes of an error answer are parsed: S3 errors are small, a proxy's page may not be.
+MAX_ERROR_BODY = 64 * 1024
+
+# S3 error codes whose meaning does not follow from the HTTP status alone.
+_FILE_CHANGED_CODES = frozenset({"BadDigest", "XAmzContentSHA256Mismatch"})
+_TRANSIENT_CODES = frozenset(
+    {"IncompleteBody", "RequestTimeout", "SlowDown", "InternalError", "ServiceUnavailable"}
+)
+# 400 on AWS, but a fresh presign (with a fresh session token) fixes them.
+_EXPIRED_CODES = frozenset({"ExpiredToken", "TokenRefreshRequired"})
+
+
+@dataclass(frozen=True)
+class FileIdentity:
+    """What we believe identifies a file's content without reading it: its size and mtime."""
+
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> FileIdentity:
+        return cls(size=st.st_size, mtime_ns=st.st_mtime_ns)
+
+
+@dataclass(frozen=True)
+class FileDigests:
+    """Digests (lower-case hex) of the file as it was when ``identity`` was observed."""
+
+    identity: FileIdentity
+    md5: str | None
+    sha256: str | None
+
+    @property
+    def md5_base64(self) -> str:
+        """Base64 of the binary MD5: the form Content-MD5 and Visibuild's checksum want."""
+        if self.md5 is None:
+            raise ValueError("the MD5 was not computed for this file")
+        return base64.b64encode(bytes.fromhex(self.md5)).decode("ascii")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "size": self.identity.size,
+            "mtime_ns": self.identity.mtime_ns,
+            "md5": self.md5,
+            "sha256": self.sha256,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> FileDigests:
+        return cls(
+            identity=FileIdentity(size=int(d["size"]), mtime_ns=int(d["mtime_ns"])),
+            md5=d.get("md5"),
+            sha256=d.get("sha256"),
+        )
+
+
+# --- opening and checking files -------------------------------------------------------------
+
+
+def _open_error(path: Path, exc: OSError) -> StepError:
+    """Map an OSError from opening or stat-ing ``path`` to what it means for the job."""
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        return StepError(OutcomeKind.FILE_GONE, f"{path.name}: file is gone")
+    if exc.errno == errno.ELOOP:
+        return StepError(OutcomeKind.PERMANENT, f"{path.name}: is a symbolic link, refused")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return StepError(OutcomeKind.PERMANENT, f"{path.name}: permission denied")
+    # EIO, ESTALE, ENOMEM…: a network mount hiccup is worth another try.
+    return StepError(OutcomeKind.TRANSIENT, f"{path.name}: {exc.strerror or exc}")
+
+
+def _open_regular(path: Path) -> tuple[int, os.stat_result]:
+    """Open without following a final symlink; refuse anything but a regular file.
+
+    O_NONBLOCK keeps a FIFO dropped into the inbox from blocking the open forever; it changes
+    nothing for regular files.
+    """
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise _open_error(path, exc) from None
+    try:
+        st = os.fstat(fd)
+    except OSError as exc:
+        os.close(fd)
+        raise _open_error(path, exc) from None
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise StepError(OutcomeKind.PERMANENT, f"{path.name}: not a regular file, refused")
+    return fd, st
+
+
+def _changed(path: Path, expected: FileIdentity, now: FileIdentity) -> StepError:
+    return StepError(
+        OutcomeKind.FILE_CHANGED,
+        f"{path.name}: file changed (size {expected.size} → {now.size}, "
+        f"mtime_ns {expected.mtime_ns} → {now.mtime_ns})",
+    )
+
+
+def check_unchanged(path: Path, expected: FileIdentity) -> None:
+    """Raise FILE_GONE if ``path`` is missing, FILE_CHANGED if it is no longer the file we hashed."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except OSError as exc:
+        raise _open_error(path, exc) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise StepError(OutcomeKind.FILE_CHANGED, f"{path.name}: no longer a regular file")
+    now = FileIdentity.of(st)
+    if now != expected:
+        raise _changed(path, expected, now)
+
+
+def open_checked(path: Path, expected: FileIdentity) -> BinaryIO:
+    """Open ``path`` for reading (no symlinks) only if it still matches ``expected``.
+
+    The identity is taken from the open descriptor, so a swap between the check and the
+    open cannot slip in. Unbuffered: reads go straight to the caller's chunks, no extra copy.
+    """
+    fd, st = _open_regular(path)
+    now = FileIdentity.of(st)
+    if now != expected:
+        os.close(fd)
+        raise _changed(path, expected, now)
+    return cast(BinaryIO, open(fd, "rb", buffering=0))  # the caller closes it
+
+
+def iter_file(f: BinaryIO, size: int, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+    """Yield exactly ``size`` bytes from ``f``; FILE_CHANGED if it ends early.
+
+    Bytes beyond ``size`` are never read: the length was promised in Content-Length, and a
+    file that grew is caught by the caller's check after the transfer.
+    """
+    remaining = size
+    while remaining > 0:
+        data = f.read(min(chunk_size, remaining))
+        if not data:
+            raise StepError(
+                OutcomeKind.FILE_CHANGED,
+                f"file shrank while reading: ended after {size - remaining} of {size} bytes",
+            )
+        remaining -= len(data)
+        yield data
+
+
+# --- digests --------------------------------------------------------------------------------
+
+
+def hash_file(path: Path, algorithms: Collection[str] = SUPPORTED_DIGESTS) -> FileDigests:
+    """Compute every requested digest of ``path`` in ONE read pass.
+
+    The identity returned is the one observed before reading, and it is checked again after
+    (on the descriptor, for in-place writes, and on the path, for a replacement by rename).
+    """
+    unknown = set(algorithms) - set(SUPPORTED_DIGESTS)
+    if unknown:
+        raise ValueError(f"unsupported digest(s): {sorted(unknown)}")
+    hashers = {name: hashlib.new(name) for name in SUPPORTED_DIGESTS if name in algorithms}
+
+    fd, before = _open_regular(path)
+    identity = FileIdentity.of(before)
+    with open(fd, "rb", buffering=0) as f:
+        total = _read_into_hashers(path, f, list(hashers.values()))
+        after = FileIdentity.of(os.fstat(fd))
+    if after != identity or total != identity.size:
+        raise _changed(path, identity, after)
+    check_unchanged(path, identity)
+
+    return FileDigests(
+        identity=identity,
+        md5=hashers["md5"].hexdigest() if "md5" in hashers else None,
+        sha256=hashers["sha256"].hexdigest() if "sha256" in hashers else None,
+    )
+
+
+def _read_into_hashers(path: Path, f: Any, hashers: list[Any]) -> int:
+    """Feed the whole file to every hasher; returns the byte count. One buffer, reused."""
+    buf = bytearray(CHUNK_SIZE)
+    view = memoryview(buf)
+    total = 0
+    while True:
+        try:
+            n = f.readinto(buf)
+        except OSError as exc:
+            raise _open_error(path, exc) from None
+        if not n:
+            return total
+        chunk = view[:n]
+        for h in hashers:
+            h.update(chunk)  # hashlib releases the GIL for large updates
+        total += n
+
+
+# --- presigned PUT --------------------------------------------------------------------------
+
+
+def redact_url(url: str) -> str:
+    """``scheme://host/path``, with the query (the signature) replaced by ``?[redacted]``."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]  # drop any user:password@
+    redacted = f"{parts.scheme}://{host}{parts.path}"
+    return redacted + "?[redacted]" if parts.query else redacted
+
+
+def _scrub(text: str, url: str) -> str:
+    """Remove the URL's query from a message, in case a library put the URL in it."""
+    query = urlsplit(url).query
+    return text.replace(query, "[redacted]") if query else text
+
+
+def _body_headers(headers: Mapping[str, str], size: int) -> dict[str, str]:
+    """The caller's (signed) headers verbatim, with framing that is ours alone to set."""
+    framing = {"content-length", "transfer-encoding"}
+    out = {name: value for name, value in headers.items() if name.lower() not in framing}
+    out["Content-Length"] = str(size)
+    return out
+
+
+def put_presigned(
+    client: httpx.Client,
+    url: str,
+    headers: Mapping[str, str],
+    path: Path,
+    expected: FileIdentity,
+    *,
+    what: str = "upload",
+) -> str:
+    """PUT ``path`` to a presigned S3 URL, streamed from disk; return the ETag without quotes.
+
+    Raises StepError: FILE_GONE/FILE_CHANGED if the file is not (or stops being) the one
+    hashed, TRANSIENT for transport errors and 5xx, EXPIRED for 403, and as
+    :func:`classify_s3_error` says for the rest.
+    """
+    check_unchanged(path, expected)
+    with open_checked(path, expected) as f:
+        try:
+            response = client.put(
+                url, content=iter_file(f, expected.size), headers=_body_headers(headers, expected.size)
+            )
+        except httpx.TransportError as exc:
+            error = from_transport_error(exc, f"{what} to {redact_url(url)}")
+            raise StepError(error.kind, _scrub(error.outcome.reason, url)) from None
+    if not response.is_success:
+        raise classify_s3_error(response, what)
+    check_unchanged(path, expected)
+    return response.headers.get("ETag", "").strip().strip('"')
+
+
+# --- S3 errors ------------------------------------------------------------------------------
+
+
+def _parse_s3_error(body: bytes) -> tuple[str, str]:
+    """(Code, Message) from an S3 ``<Error>`` document; empty strings if it is not one."""
+    try:
+        root = ET.fromstring(body[:MAX_ERROR_BODY])
+    except ET.ParseError:
+        return "", ""
+    fields = {child.tag.rpartition("}")[2]: (child.text or "").strip() for child in root}
+    return fields.get("Code", ""), fields.get("Message", "")
+
+
+def classify_s3_error(response: httpx.Response, what: str) -> StepError:
+    """Turn S3's refusal of an upload into a StepError whose kind tells the pipeline the remedy.
+
+    The reason reads e.g. "upload refused by S3: 403 AccessDenied: Request has expired".
+    RGW often sends an empty Message; the Code is what matters.
+    """
+    status = response.status_code
+    code, message = _parse_s3_error(response.content)
+    detail = code or response.reason_phrase or "error"
+    if message:
+        detail += f": {message}"
+    elif not code and response.content:
+        # Not S3's XML (a proxy's page, say): a glimpse helps whoever reads the sidecar.
+        # Any query string in it is cut: a proxy may echo the presigned URL back.
+        glimpse = response.content[:200].decode("utf-8", "replace")
+        detail += ": " + re.sub(r"\?\S*", "?[redacted]", glimpse)
+    reason = shorten(f"{what} refused by S3: {status} {detail}")
+    return StepError(_kind_for(status, code), reason, status, _retry_after(response, status, code))
+
+
+def _kind_for(status: int, code: str) -> OutcomeKind:
+    if status == 403 or code in _EXPIRED_CODES:
+        # Expired, signature mismatch, a changed signed header: only a fresh presign can help.
+        return OutcomeKind.EXPIRED
+    if code in _FILE_CHANGED_CODES:
+        # The bytes that arrived differ from the digest we hashed: the file changed under us.
+        return OutcomeKind.FILE_CHANGED
+    if status >= 500 or status in TRANSIENT_STATUSES or code in _TRANSIENT_CODES:
+        return OutcomeKind.TRANSIENT
+    # InvalidDigest, EntityTooLarge, 411 MissingContentLength, NoSuchBucket, redirects…
+    return OutcomeKind.PERMANENT
+
+
+def _retry_after(response: httpx.Response, status: int, code: str) -> float | None:
+    if status >= 500 or status in TRANSIENT_STATUSES or code in _TRANSIENT_CODES:
+        return parse_retry_after(response.headers.get("Retry-After"))
+    return None

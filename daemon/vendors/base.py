@@ -1,0 +1,125 @@
+"""What every vendor adapter speaks: four verbs over one StepContext.
+
+An adapter is one small file per vendor. It turns a step into HTTP calls and answers with the
+ids it wants remembered (they go to the journal, so they must never be secrets). Presigned
+URLs and their headers are secrets: adapters keep them in ``ctx.scratch``, which lives in
+memory only. A verb a vendor does not have is simply not overridden: the default is a no-op.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import httpx
+
+from daemon.config import TargetSettings
+from daemon.errors import StepError, from_response, from_transport_error
+from daemon.pipeline import OutcomeKind
+from daemon.transfer import FileDigests, FileIdentity
+
+Ids = Mapping[str, Any]
+
+
+@dataclass
+class StepContext:
+    job_id: int
+    target: str
+    record: str | None
+    group: str | None
+    name: str
+    path: Path  # the file in the inbox
+    identity: FileIdentity  # size and mtime as hashed: the upload must send exactly these bytes
+    digests: FileDigests | None
+    ids: Mapping[str, Any]  # what earlier steps returned, as committed in the journal
+    scratch: dict[str, Any] = field(default_factory=dict)  # in memory only: presigned URLs, headers
+
+    @property
+    def stem(self) -> str:
+        return Path(self.name).stem
+
+
+class Vendor:
+    """Base adapter: every verb is a no-op until a vendor overrides it."""
+
+    vendor_name: ClassVar[str] = ""
+    # The digests the hash step must compute for this vendor, all in one read pass.
+    digests: ClassVar[tuple[str, ...]] = ("sha256",)
+
+    def __init__(self, target: TargetSettings, client: httpx.Client) -> None:
+        self.target = target
+        self.client = client
+
+    def presign(self, ctx: StepContext) -> Ids:
+        return {}
+
+    def upload(self, ctx: StepContext) -> Ids:
+        return {}
+
+    def finalize(self, ctx: StepContext) -> Ids:
+        return {}
+
+    def link(self, ctx: StepContext) -> Ids:
+        return {}
+
+    def link_key(self, ctx: StepContext) -> tuple[str, ...]:
+        """Links sharing a key never run at once (records without optimistic concurrency)."""
+        return (self.target.name, ctx.record or "")
+
+    # -- helpers for the vendor modules --------------------------------------------------------
+
+    def api_error_detail(self, response: httpx.Response) -> str | None:
+        """The vendor's own words for a refusal; vendors override where they put it elsewhere."""
+        try:
+            body = response.json()
+        except ValueError:
+            text = response.text.strip()
+            return text or None
+        return _flatten_errors(body)
+
+    def call(
+        self, method: str, url: str, what: str, *, ok: tuple[int, ...] = (200, 201), **kwargs: Any
+    ) -> httpx.Response:
+        """One API call; transport trouble and non-``ok`` statuses become StepErrors."""
+        try:
+            response = self.client.request(method, url, **kwargs)
+        except httpx.TransportError as exc:
+            raise from_transport_error(exc, what) from exc
+        if response.status_code not in ok:
+            raise from_response(response, what, self.api_error_detail(response))
+        return response
+
+
+def _flatten_errors(body: Any) -> str | None:
+    """Turn the common error shapes ({"error": …}, {"x": {"errors": {field: [msgs]}}}) into one line."""
+    if isinstance(body, dict):
+        if isinstance(body.get("error"), str):
+            return body["error"]
+        errors = body.get("errors")
+        if errors is None:
+            for value in body.values():
+                if isinstance(value, dict) and "errors" in value:
+                    errors = value["errors"]
+                    break
+        if isinstance(errors, dict):
+            parts = []
+            for key, messages in errors.items():
+                if isinstance(messages, list):
+                    messages = ", ".join(str(m) for m in messages)
+                parts.append(f"{key} {messages}")
+            return "; ".join(parts)
+        if errors is not None:
+            return str(errors)
+    return None
+
+
+def require(body: Any, *keys: str, what: str) -> Any:
+    """Dig ``keys`` out of a JSON answer, or fail with a reason naming what was missing."""
+    value = body
+    for key in keys:
+        if not isinstance(value, dict) or key not in value:
+            raise StepError(OutcomeKind.TRANSIENT, f"{what}: answer lacks '{'.'.join(keys)}'")
+        value = value[key]
+    return value

@@ -1,0 +1,645 @@
+"""Find finished files in the inbox: watchdog nominates, ``os.lstat`` decides, a settle timer releases.
+
+Theory of operation
+-------------------
+Three sources *nominate* paths, and nothing else: the watchdog observer (inotify, or polling on
+network mounts where inotify never hears about writes made by other machines), a full rescan (at
+start, every ``rescan_interval`` and after an inotify queue overflow), and :meth:`Watcher.forget`.
+Nominations are cheap: they go into one locked dict and wake the settle thread.
+
+The settle thread alone owns the tracking state, so it needs no lock of its own. For each nominated
+path it takes ``os.lstat`` (never ``stat``, never ``open``): a regular non-empty file becomes a
+*candidate* with its ``(size, mtime_ns)`` and the clock time they were first seen; when the same
+values are still there ``settle`` seconds later the file is *ready* and ``on_ready`` is called once
+for that ``(path, size, mtime_ns)``. A candidate is sampled again when it is due (a heap ordered by
+due time) or when an event nominates it, so a 100,000-file rescan costs about two ``lstat`` per file
+rather than one per file per tick.
+
+Why the pieces are the way they are:
+
+* Events are hints. inotify merges, drops (queue overflow) and misses (NFS/SMB writes from other
+  hosts) events, and the polling observer only sees what its snapshots catch, so the file system is
+  asked every time and the rescans are the safety net.
+* watchdog 7.1 does **not** deliver inotify's ``IN_Q_OVERFLOW`` to handlers: ``InotifyFD`` logs the
+  warning "Inotify queue overflowed; filesystem events were lost" on ``watchdog.observers.inotify_c``
+  (and the watch group logs "reconciling recursive watches" on ``watchdog.observers.inotify``) and
+  rebuilds its watches. We listen for those log records and answer with a full rescan. If the
+  application raises those loggers above WARNING, the overflow goes unnoticed until the periodic
+  rescan.
+* watchdog also silently skips sub-folders it cannot watch (``_add_callback`` swallows ``OSError``
+  for anything but the root), so hitting ``fs.inotify.max_user_watches`` with many record folders is
+  invisible; after the first rescan we compare the folder count with the limit and warn.
+* Polling uses ``PollingObserverVFS(stat=os.lstat)``, not ``PollingObserver``: the latter snapshots
+  with ``os.stat``, which follows symlinks (descends symlinked folders, loops on a link to a parent,
+  and reports a new symlink as a move, watchdog issue #1110).
+* Zero-byte files are not candidates: a scanner may create first and fill later, and the fill
+  produces an event (or a snapshot difference, or a rescan hit) that nominates the file again.
+* ``FileClosedEvent`` (``IN_CLOSE_WRITE``) is only a nomination, never a shortcut past settle: SMB
+  clients and scanner drivers open and close a file several times while writing it.
+* Forgotten entries: "already reported" memory is pruned at each full rescan for paths the walk
+  did not see and ``lstat`` confirms gone, so it stays proportional to the files in the inbox.
+
+The periodic rescan and the poll interval use wall time (``threading.Event.wait``); only the settle
+measurement uses the injectable ``clock``.
+"""
+
+from __future__ import annotations
+
+import errno
+import fnmatch
+import functools
+import heapq
+import logging
+import os
+import re
+import stat as statmod
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import structlog
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileAttribEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserverVFS
+
+log = structlog.get_logger("hotfolder.watcher")
+
+# Mounts where the kernel does not see writes made by other machines, so inotify stays silent.
+NETWORK_FS_TYPES: frozenset[str] = frozenset({
+    "nfs", "nfs4", "cifs", "smb3", "smbfs", "smb", "ncpfs", "ncp", "afs", "coda", "9p",
+    "ceph", "fuse.ceph-fuse", "glusterfs", "fuse.glusterfs", "lustre", "gpfs", "beegfs", "gfs2", "ocfs2",
+    "davfs", "fuse.davfs2", "fuse.sshfs", "sshfs", "fuse.rclone", "fuse.s3fs", "fuse.gcsfuse",
+    "fuse.juicefs", "fuse.mfs", "fuse.lizardfs",
+    # Host-to-guest shared folders: changes made on the host do not raise inotify events in the guest.
+    "vboxsf", "virtiofs", "fuse.vmhgfs-fuse", "prl_fs",
+})
+
+DEFAULT_IGNORE: tuple[str, ...] = (
+    ".*", "*.tmp", "*.part", "*.crdownload", "~$*", "Thumbs.db", "desktop.ini", ".DS_Store", "._*", "@eaDir/",
+)
+
+METHODS = ("auto", "native", "polling")
+
+# Only these reach the handler; IN_OPEN/IN_CLOSE_NOWRITE would fire every time the daemon reads a file.
+_EVENT_FILTER: list[type[FileSystemEvent]] = [
+    FileCreatedEvent, FileModifiedEvent, FileClosedEvent, FileAttribEvent, FileMovedEvent, FileDeletedEvent,
+    DirCreatedEvent, DirMovedEvent, DirDeletedEvent,
+]
+
+_REFUSAL_BY_KIND: dict[int, str] = {
+    statmod.S_IFLNK: "symlink: not followed",
+    statmod.S_IFIFO: "FIFO: not a regular file",
+    statmod.S_IFSOCK: "socket: not a regular file",
+    statmod.S_IFCHR: "character device: not a regular file",
+    statmod.S_IFBLK: "block device: not a regular file",
+}
+
+_WATCH_LIMIT_ERRNOS = frozenset({errno.ENOSPC, errno.EMFILE, errno.ENFILE, errno.ENOMEM})
+
+_OCTAL_ESCAPE = re.compile(rb"\\([0-7]{3})")
+
+
+# --- mounts -----------------------------------------------------------------------------------------
+
+
+def _unescape_mount_field(field: bytes) -> bytes:
+    # The kernel writes space, tab, newline and backslash in mountinfo as \040, \011, \012, \134.
+    return _OCTAL_ESCAPE.sub(lambda m: bytes([int(m.group(1), 8)]), field)
+
+
+def _mount_contains(mount_point: bytes, target: bytes) -> bool:
+    return mount_point == b"/" or target == mount_point or target.startswith(mount_point + b"/")
+
+
+def filesystem_type(path: Path, mountinfo: Path = Path("/proc/self/mountinfo")) -> str | None:
+    """File system type of the longest mount point containing ``path``; None if it cannot be told."""
+    try:
+        text = mountinfo.read_bytes()
+    except OSError:
+        return None
+    target = os.fsencode(os.path.realpath(path))
+    best_len, best_type = -1, None
+    for line in text.splitlines():
+        # id parent major:minor root mount-point options [optional...] - fstype source super-options
+        fields = line.split()
+        try:
+            sep = fields.index(b"-", 6)
+        except ValueError:
+            continue
+        if sep + 1 >= len(fields):
+            continue
+        mount_point = _unescape_mount_field(fields[4])
+        # ">=": a later mount on the same point hides the earlier one.
+        if _mount_contains(mount_point, target) and len(mount_point) >= best_len:
+            best_len, best_type = len(mount_point), fields[sep + 1]
+    return None if best_type is None else os.fsdecode(_unescape_mount_field(best_type))
+
+
+def choose_method(method: str, path: Path, *, mountinfo: Path = Path("/proc/self/mountinfo")) -> str:
+    """"native" or "polling"; "auto" polls on a network file system, where inotify hears nothing."""
+    if method not in METHODS:
+        raise ValueError(f"watch method must be one of {', '.join(METHODS)}, not {method!r}")
+    if method != "auto":
+        return method
+    return "polling" if filesystem_type(path, mountinfo) in NETWORK_FS_TYPES else "native"
+
+
+# --- ignore rules -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _IgnoreRules:
+    """Patterns compiled into two regexes: one for any name, one for folder names only."""
+
+    any_name: re.Pattern[str] | None
+    folder_only: re.Pattern[str] | None
+
+    def file_ignored(self, name: str) -> bool:
+        return self.any_name is not None and self.any_name.match(name) is not None
+
+    def folder_ignored(self, name: str) -> bool:
+        if self.file_ignored(name):
+            return True
+        return self.folder_only is not None and self.folder_only.match(name) is not None
+
+    def path_ignored(self, parts: Sequence[str], *, last_is_folder: bool = False) -> bool:
+        *folders, last = parts
+        if any(self.folder_ignored(name) for name in folders):
+            return True
+        return self.folder_ignored(last) if last_is_folder else self.file_ignored(last)
+
+
+def _combine(patterns: Sequence[str]) -> re.Pattern[str] | None:
+    if not patterns:
+        return None
+    # Case-insensitive: Windows clients write "THUMBS.DB", "Desktop.ini" and "X.TMP" as they please.
+    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns), re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=32)
+def _compile_rules(patterns: tuple[str, ...]) -> _IgnoreRules:
+    folder_only = [p.rstrip("/") for p in patterns if p.endswith("/") and p.rstrip("/")]
+    any_name = [p for p in patterns if p and not p.endswith("/")]
+    return _IgnoreRules(_combine(any_name), _combine(folder_only))
+
+
+def is_ignored(relpath: PurePosixPath, patterns: Sequence[str], *, is_folder: bool = False) -> bool:
+    """Whether any component of ``relpath`` (relative to the inbox) matches an ignore pattern.
+
+    Patterns are fnmatch globs on single names, compared case-insensitively; a pattern ending in
+    "/" matches folder names only. Every component but the last is a folder; the last is a file
+    unless ``is_folder``.
+    """
+    if not relpath.parts:
+        return False
+    return _compile_rules(tuple(patterns)).path_ignored(relpath.parts, last_is_folder=is_folder)
+
+
+# --- settle tracking --------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Candidate:
+    size: int
+    mtime_ns: int
+    due: float  # clock time at which these values will have been stable for `settle` seconds
+
+
+_Sighting = os.stat_result | None  # a stat the rescan already has, or None: "lstat it yourself"
+_Callback = tuple[str, os.stat_result | str]
+
+
+def _refusal(mode: int) -> str:
+    return _REFUSAL_BY_KIND.get(statmod.S_IFMT(mode), "not a regular file")
+
+
+def _inotify_watch_limit() -> int | None:
+    try:
+        return int(Path("/proc/sys/fs/inotify/max_user_watches").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+class _OverflowSpotter(logging.Handler):
+    """watchdog reports inotify queue overflows only as log records; turn them into a rescan."""
+
+    def __init__(self, on_overflow: Callable[[], None]) -> None:
+        super().__init__(level=logging.WARNING)
+        self._on_overflow = on_overflow
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if "overflow" in record.getMessage().lower():
+                self._on_overflow()
+        except Exception:
+            self.handleError(record)
+
+
+class _Nominator(FileSystemEventHandler):
+    """Turns watchdog events into nominations; runs on the observer thread, so it never raises."""
+
+    def __init__(self, watcher: Watcher) -> None:
+        self._watcher = watcher
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        try:
+            self._watcher._on_event(event)
+        except Exception:
+            log.exception("watch event handling failed", event=repr(event))
+
+
+class Watcher:
+    """Watch ``inbox`` and call ``on_ready(path, stat)`` once per settled ``(path, size, mtime_ns)``."""
+
+    def __init__(
+        self,
+        inbox: Path,
+        *,
+        method: str = "auto",
+        settle: float = 5.0,
+        poll_interval: float = 2.0,
+        rescan_interval: float = 300.0,
+        ignore: Sequence[str] = DEFAULT_IGNORE,
+        on_ready: Callable[[Path, os.stat_result], None],
+        on_refused: Callable[[Path, str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.inbox = Path(os.path.abspath(inbox))
+        self._method = method
+        self.mode: str = choose_method(method, self.inbox)
+        self._settle = max(0.0, settle)
+        self._tick = max(0.01, min(self._settle / 4, 0.25))
+        self._poll_interval = poll_interval
+        self._rescan_interval = rescan_interval
+        self._rules = _compile_rules(tuple(ignore))
+        self._on_ready = on_ready
+        self._on_refused = on_refused
+        self._clock = clock
+
+        self._root = os.fspath(self.inbox)
+        self._prefix = self._root.rstrip(os.sep) + os.sep
+
+        # Shared between nominating threads and the settle thread, guarded by _cond.
+        self._cond = threading.Condition()
+        self._incoming: dict[str, _Sighting] = {}
+        self._forgotten: set[str] = set()
+        self._reconcile: list[set[str]] = []
+        self._in_flight = 0
+
+        # Owned by the settle thread only.
+        self._candidates: dict[str, _Candidate] = {}
+        self._due: list[tuple[float, str]] = []
+        self._reported: dict[str, tuple[int, int]] = {}
+        self._refused: set[str] = set()
+
+        self._stop = threading.Event()
+        self._rescan_wanted = threading.Event()
+        self._rescan_lock = threading.Lock()
+        self._observer: BaseObserver | None = None
+        self._spotter: _OverflowSpotter | None = None
+        self._threads: list[threading.Thread] = []
+        self._started = False
+
+    # --- public surface ---
+
+    def start(self) -> None:
+        """Start the observer, the settle and rescan threads, then scan what is already there."""
+        if self._started:
+            raise RuntimeError("a Watcher starts once")
+        if not os.path.isdir(self._root):
+            raise NotADirectoryError(f"inbox {self._root} is not a folder")
+        self._started = True
+        self._observer = self._start_observer()
+        for name, loop in (("hotfolder-settle", self._settle_loop), ("hotfolder-rescan", self._rescan_loop)):
+            thread = threading.Thread(target=loop, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        folders = self._full_rescan(reason="start")
+        self._warn_if_watch_limit_near(folders)
+
+    def stop(self) -> None:
+        """Stop and join every thread; safe to call twice or before start."""
+        self._stop.set()
+        self._rescan_wanted.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._spotter is not None:
+            logging.getLogger("watchdog.observers").removeHandler(self._spotter)
+            self._spotter = None
+        observer, self._observer = self._observer, None
+        if observer is not None:
+            observer.stop()
+            observer.join()
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join()
+        self._threads.clear()
+
+    def rescan(self) -> None:
+        """Walk the whole inbox (no symlinks followed) and nominate every entry."""
+        self._full_rescan(reason="requested")
+
+    def forget(self, path: Path) -> None:
+        """The daemon took the file away: drop what is known about it (a new file there is new)."""
+        with self._cond:
+            self._forgotten.add(os.path.abspath(path))
+            self._cond.notify()
+
+    def pending_count(self) -> int:
+        """Files nominated or waiting to settle; 0 means the watcher has nothing in hand."""
+        with self._cond:
+            return len(self._incoming) + len(self._forgotten) + self._in_flight + len(self._candidates)
+
+    # --- observers ---
+
+    def _start_observer(self) -> BaseObserver:
+        if self.mode == "native":
+            try:
+                observer = self._make_observer("native")
+                self._listen_for_overflow()
+                return observer
+            except OSError as exc:
+                # ENOSPC (max_user_watches), EMFILE (max_user_instances), ENOMEM: polling still works.
+                if self._method != "auto" or exc.errno not in _WATCH_LIMIT_ERRNOS:
+                    raise
+                log.warning("native watching failed; polling instead", inbox=self._root, error=str(exc))
+                self.mode = "polling"
+        return self._make_observer("polling")
+
+    def _make_observer(self, mode: str) -> BaseObserver:
+        observer: BaseObserver
+        if mode == "native":
+            observer = Observer()
+        else:
+            observer = PollingObserverVFS(os.lstat, os.scandir, polling_interval=self._poll_interval)
+        observer.schedule(_Nominator(self), self._root, recursive=True, event_filter=_EVENT_FILTER)
+        try:
+            observer.start()
+        except BaseException:
+            self._discard_observer(observer)
+            raise
+        return observer
+
+    @staticmethod
+    def _discard_observer(observer: BaseObserver) -> None:
+        try:
+            observer.stop()
+            if observer.is_alive():
+                observer.join()
+        except Exception:
+            log.debug("cleanup of a failed observer raised", exc_info=True)
+
+    def _listen_for_overflow(self) -> None:
+        self._spotter = _OverflowSpotter(self._overflowed)
+        logging.getLogger("watchdog.observers").addHandler(self._spotter)
+
+    def _overflowed(self) -> None:
+        log.warning("inotify queue overflowed; rescanning the inbox", inbox=self._root)
+        self._rescan_wanted.set()
+
+    def _warn_if_watch_limit_near(self, folders: int) -> None:
+        limit = _inotify_watch_limit() if self.mode == "native" else None
+        if limit is not None and folders + 1 >= limit * 0.9:
+            log.warning(
+                "inbox has nearly as many folders as inotify may watch; new files in unwatched folders "
+                "are found only by the periodic rescan (raise fs.inotify.max_user_watches or use polling)",
+                folders=folders, max_user_watches=limit,
+            )
+
+    # --- nominations ---
+
+    def _on_event(self, event: FileSystemEvent) -> None:
+        src = os.fsdecode(event.src_path)
+        dest = os.fsdecode(event.dest_path) if event.dest_path else ""
+        if isinstance(event, DirCreatedEvent):
+            self._scan_folder(src)
+        elif isinstance(event, DirMovedEvent):
+            # The old paths fall out on their next lstat; the folder's content is new to us.
+            self._scan_folder(dest)
+        elif isinstance(event, DirDeletedEvent):
+            if src == self._root:
+                log.error("the inbox folder itself was removed; only rescans can find it again", inbox=src)
+        elif isinstance(event, FileMovedEvent):
+            self._nominate_path(src)
+            self._nominate_path(dest)
+        else:
+            self._nominate_path(src)
+
+    def _relative_parts(self, path: str) -> list[str] | None:
+        if not path.startswith(self._prefix):
+            return None
+        return path[len(self._prefix):].split(os.sep)
+
+    def _nominate_path(self, path: str) -> None:
+        parts = self._relative_parts(path)
+        if parts and not self._rules.path_ignored(parts):
+            self._submit({path: None})
+
+    def _scan_folder(self, path: str) -> None:
+        parts = self._relative_parts(path)
+        if parts and not self._rules.path_ignored(parts, last_is_folder=True):
+            self._walk(path, seen=None)
+
+    def _submit(self, sightings: dict[str, _Sighting]) -> None:
+        with self._cond:
+            for path, seen in sightings.items():
+                # A fresh lstat (None) beats a stat the walk took earlier.
+                if seen is None or path not in self._incoming:
+                    self._incoming[path] = seen
+            self._cond.notify()
+
+    # --- rescans ---
+
+    def _full_rescan(self, *, reason: str) -> int:
+        with self._rescan_lock:
+            started = time.monotonic()
+            seen: set[str] = set()
+            folders = self._walk(self._root, seen=seen)
+            if self._stop.is_set():
+                return folders
+            with self._cond:
+                self._reconcile.append(seen)
+                self._cond.notify()
+            log.debug(
+                "rescanned inbox", reason=reason, entries=len(seen), folders=folders,
+                seconds=round(time.monotonic() - started, 3),
+            )
+            return folders
+
+    def _walk(self, top: str, *, seen: set[str] | None) -> int:
+        """Nominate every non-ignored entry below ``top``, one batch per folder; return folders seen."""
+        stack, folders = [top], 0
+        while stack and not self._stop.is_set():
+            batch, subfolders = self._scan_one(stack.pop())
+            stack.extend(subfolders)
+            folders += len(subfolders)
+            if seen is not None:
+                seen.update(batch)
+            if batch:
+                self._submit(batch)
+        return folders
+
+    def _scan_one(self, folder: str) -> tuple[dict[str, _Sighting], list[str]]:
+        batch: dict[str, _Sighting] = {}
+        subfolders: list[str] = []
+        try:
+            entries = os.scandir(folder)
+        except (FileNotFoundError, NotADirectoryError):
+            return batch, subfolders
+        except OSError as exc:
+            log.warning("cannot list folder", folder=folder, error=str(exc))
+            return batch, subfolders
+        with entries:
+            for entry in entries:
+                try:
+                    # d_type answers is_dir without a syscall; a symlinked folder is not a dir here.
+                    if entry.is_dir(follow_symlinks=False):
+                        if not self._rules.folder_ignored(entry.name):
+                            subfolders.append(entry.path)
+                    elif not self._rules.file_ignored(entry.name):
+                        batch[entry.path] = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue  # gone between readdir and lstat
+        return batch, subfolders
+
+    def _rescan_loop(self) -> None:
+        while not self._stop.is_set():
+            self._rescan_wanted.wait(self._rescan_interval)
+            if self._stop.is_set():
+                return
+            reason = "overflow" if self._rescan_wanted.is_set() else "periodic"
+            self._rescan_wanted.clear()
+            try:
+                self._full_rescan(reason=reason)
+            except Exception:
+                log.exception("rescan failed", inbox=self._root)
+
+    # --- the settle thread ---
+
+    def _settle_loop(self) -> None:
+        while True:
+            with self._cond:
+                while not (self._stop.is_set() or self._incoming or self._forgotten or self._reconcile
+                           or self._due):
+                    self._cond.wait()  # nothing pending: sleep without polling
+                if self._stop.is_set():
+                    return
+                incoming, self._incoming = self._incoming, {}
+                forgotten, self._forgotten = self._forgotten, set()
+                reconcile, self._reconcile = self._reconcile, []
+                self._in_flight = len(incoming) + len(forgotten)
+            try:
+                self._process(incoming, forgotten, reconcile)
+            except Exception:
+                log.exception("settle pass failed")
+            finally:
+                with self._cond:
+                    self._in_flight = 0
+            # Fixed tick, not woken by new nominations: a file being written can raise an event per
+            # write(), and batching them keeps that to one lstat per tick.
+            if self._stop.wait(self._tick):
+                return
+
+    def _process(
+        self, incoming: dict[str, _Sighting], forgotten: set[str], reconcile: list[set[str]]
+    ) -> None:
+        now = self._clock()
+        out: list[_Callback] = []
+        for path in forgotten:
+            self._drop(path)
+            incoming[path] = None  # something new may already sit at that path
+        for path, sighting in incoming.items():
+            self._observe(path, sighting, now, out)
+        for seen in reconcile:
+            self._reconcile_with(seen, now, out)
+        while self._due and self._due[0][0] <= now:
+            due, path = heapq.heappop(self._due)
+            candidate = self._candidates.get(path)
+            if candidate is not None and candidate.due == due:  # else a stale heap entry
+                self._observe(path, None, now, out)
+        self._deliver(out)
+
+    def _reconcile_with(self, seen: set[str], now: float, out: list[_Callback]) -> None:
+        # Whatever we remember that the walk did not meet is either gone or arrived after its folder
+        # was listed; lstat tells which, so "already reported" memory shrinks with the inbox.
+        unseen = [p for p in (*self._reported, *self._refused, *self._candidates) if p not in seen]
+        for path in unseen:
+            self._observe(path, None, now, out)
+
+    def _observe(self, path: str, sighting: _Sighting, now: float, out: list[_Callback]) -> None:
+        st = sighting
+        if st is None:
+            try:
+                st = os.lstat(path)
+            except (FileNotFoundError, NotADirectoryError):
+                self._drop(path)
+                return
+            except OSError as exc:
+                log.warning("cannot lstat file; will look again", file=path, error=str(exc))
+                if path in self._candidates:
+                    self._schedule(path, self._candidates[path], now)
+                return
+        if statmod.S_ISREG(st.st_mode):
+            self._refused.discard(path)
+            self._track(path, st, now, out)
+        elif statmod.S_ISDIR(st.st_mode):
+            self._drop(path)
+        else:
+            self._candidates.pop(path, None)
+            self._reported.pop(path, None)
+            if path not in self._refused:
+                self._refused.add(path)
+                out.append((path, _refusal(st.st_mode)))
+
+    def _track(self, path: str, st: os.stat_result, now: float, out: list[_Callback]) -> None:
+        values = (st.st_size, st.st_mtime_ns)
+        if st.st_size == 0:
+            self._drop(path)  # the write that fills it will nominate it again
+            return
+        if self._reported.get(path) == values:
+            self._candidates.pop(path, None)
+            return
+        candidate = self._candidates.get(path)
+        if candidate is None or (candidate.size, candidate.mtime_ns) != values:
+            candidate = _Candidate(st.st_size, st.st_mtime_ns, 0.0)
+            self._candidates[path] = candidate
+            self._schedule(path, candidate, now)
+        elif now >= candidate.due:
+            del self._candidates[path]
+            self._reported[path] = values
+            out.append((path, st))
+
+    def _schedule(self, path: str, candidate: _Candidate, now: float) -> None:
+        candidate.due = now + self._settle
+        heapq.heappush(self._due, (candidate.due, path))
+
+    def _drop(self, path: str) -> None:
+        self._candidates.pop(path, None)
+        self._reported.pop(path, None)
+        self._refused.discard(path)
+
+    def _deliver(self, out: list[_Callback]) -> None:
+        for path, what in out:
+            try:
+                if isinstance(what, str):
+                    if self._on_refused is not None:
+                        self._on_refused(Path(path), what)
+                else:
+                    self._on_ready(Path(path), what)
+            except Exception:
+                log.exception("watcher callback failed", file=path)

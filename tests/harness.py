@@ -1,0 +1,155 @@
+"""Shared helpers for end-to-end tests: a sandbox on 127.0.0.1, a config, the daemon in or out of process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from daemon.config import Settings, load_settings
+from daemon.journal import Job, Journal
+from daemon.sandbox import Sandbox
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "test-token-7c1f9e"  # long enough to be recognisable if it ever leaked into a log
+FIELD = "6ca0"
+
+
+@dataclass
+class Site:
+    """One test installation: folders, config file and the simulator it talks to."""
+
+    root: Path
+    sandbox: Sandbox
+    config_path: Path
+
+    @property
+    def inbox(self) -> Path:
+        return self.root / "inbox"
+
+    @property
+    def done(self) -> Path:
+        return self.root / "done"
+
+    @property
+    def failed(self) -> Path:
+        return self.root / "failed"
+
+    @property
+    def journal_path(self) -> Path:
+        return self.root / "state" / "journal.db"
+
+    def settings(self) -> Settings:
+        return load_settings(self.config_path, environ={"FULCRUM_TOKEN": TOKEN})
+
+    def drop(self, record: str, name: str, data: bytes, target: str = "fulcrum") -> Path:
+        folder = self.inbox / target / record
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / name
+        temp = folder / f".{name}.partial"  # dot-files are ignored, so the rename is the arrival
+        temp.write_bytes(data)
+        os.replace(temp, path)
+        return path
+
+    def jobs(self) -> list[Job]:
+        if not self.journal_path.exists():
+            return []
+        journal = Journal(self.journal_path)
+        try:
+            return journal.jobs(limit=10_000)
+        finally:
+            journal.close()
+
+    def attachments_on(self, record: str) -> list[dict[str, Any]]:
+        return list(self.sandbox.fulcrum.record(record)["form_values"].get(FIELD) or [])
+
+
+def write_config(root: Path, sandbox_url: str, **overrides: Any) -> Path:
+    config: dict[str, Any] = {
+        "inbox": str(root / "inbox"),
+        "done": str(root / "done"),
+        "failed": str(root / "failed"),
+        "journal": str(root / "state" / "journal.db"),
+        "log_level": "debug",
+        "watch": {"method": "native", "settle": "300ms", "poll_interval": "100ms", "rescan": "1m"},
+        "workers": 4,
+        "retry": {"attempts": 6, "backoff": "50ms", "max_backoff": "1s"},
+        "targets": {
+            "fulcrum": {"vendor": "fulcrum", "url": sandbox_url, "token": "${FULCRUM_TOKEN}", "field": FIELD,
+                        "timeout": "10s"},
+        },
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            config[key] = {**config[key], **value}
+        else:
+            config[key] = value
+    path = root / "config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
+        time.sleep(interval)
+
+
+def run_once_in_process(site: Site) -> int:
+    from daemon.service import Daemon
+
+    return Daemon(site.settings()).run_once()
+
+
+def env_for_daemon() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    env["FULCRUM_TOKEN"] = TOKEN
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+def hotfolder(*args: str, log: Path | None = None, **kwargs: Any) -> subprocess.Popen[bytes]:
+    """Start the real command in its own process (kill tests need a process to kill)."""
+    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - closed by the OS when the child ends
+    return subprocess.Popen(
+        [sys.executable, "-m", "daemon", *args], stdout=out, stderr=subprocess.STDOUT, env=env_for_daemon(),
+        cwd=ROOT, **kwargs,
+    )
+
+
+def kill9(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGKILL)
+    process.wait(10)
+
+
+def files_under(folder: Path) -> Iterator[Path]:
+    return (p for p in sorted(folder.rglob("*")) if p.is_file())
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    """A fresh installation with two records, talking to a fresh simulator."""
+    sandbox = Sandbox(tmp_path / "simulator", fulcrum_tokens=(TOKEN,))
+    sandbox.start()
+    try:
+        for record in ("rec-1", "rec-2"):
+            sandbox.fulcrum.add_record(record, form_values={})
+        root = tmp_path / "site"
+        root.mkdir()
+        yield Site(root, sandbox, write_config(root, sandbox.url))
+    finally:
+        sandbox.stop()

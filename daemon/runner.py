@@ -221,6 +221,8 @@ class Runner:
         }
         if result.bytes:
             fields["bytes"] = result.bytes
+        if result.ids:
+            fields["ids"] = dict(result.ids)  # vendor ids are not secrets; they make a run traceable
         if decision.delay > 0:
             fields["retry_in"] = round(decision.delay, 2)
         if result.outcome.kind is OutcomeKind.SUCCESS:

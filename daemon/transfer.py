@@ -51,9 +51,7 @@ MAX_ERROR_BODY = 64 * 1024
 
 # S3 error codes whose meaning does not follow from the HTTP status alone.
 _FILE_CHANGED_CODES = frozenset({"BadDigest", "XAmzContentSHA256Mismatch"})
-_TRANSIENT_CODES = frozenset(
-    {"IncompleteBody", "RequestTimeout", "SlowDown", "InternalError", "ServiceUnavailable"}
-)
+_TRANSIENT_CODES = frozenset({"IncompleteBody", "RequestTimeout", "SlowDown", "InternalError", "ServiceUnavailable"})
 # 400 on AWS, but a fresh presign (with a fresh session token) fixes them.
 _EXPIRED_CODES = frozenset({"ExpiredToken", "TokenRefreshRequired"})
 
@@ -142,8 +140,7 @@ def _open_regular(path: Path) -> tuple[int, os.stat_result]:
 def _changed(path: Path, expected: FileIdentity, now: FileIdentity) -> StepError:
     return StepError(
         OutcomeKind.FILE_CHANGED,
-        f"{path.name}: file changed (size {expected.size} → {now.size}, "
-        f"mtime_ns {expected.mtime_ns} → {now.mtime_ns})",
+        f"{path.name}: file changed (size {expected.size} → {now.size}, mtime_ns {expected.mtime_ns} → {now.mtime_ns})",
     )
 
 

@@ -1,0 +1,30 @@
+"""Shared fixtures. Each fixture keeps its machinery in its own module; this file only wires them."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from tests.rgw import RGWServer, missing_binaries, start_rgw
+
+
+@pytest.fixture(scope="session")
+def rgw() -> Iterator[RGWServer]:
+    """A real Ceph RGW on 127.0.0.1 with one user and one bucket, for the whole session.
+
+    Skipped where Ceph is not installed (run .ci/install-rgw), except under CI=true, where a
+    missing server must fail the run: CI never silently skips the S3 tests.
+    """
+    missing = missing_binaries()
+    if missing:
+        reason = f"Ceph RGW not installed (missing {', '.join(missing)}); run .ci/install-rgw"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true: {reason}", pytrace=False)
+        pytest.skip(reason)
+    server = start_rgw()
+    try:
+        yield server
+    finally:
+        server.stop()

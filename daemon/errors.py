@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import email.utils
 import time
+from collections.abc import Mapping
+from typing import Any
 
 import httpx
 
@@ -28,9 +30,13 @@ class StepError(Exception):
         reason: str,
         status: int | None = None,
         retry_after: float | None = None,
+        ids: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(reason)
         self.outcome = Outcome(kind, reason, status, retry_after)
+        # Ids to remember even though the step did not succeed (e.g. a poll counter, or the
+        # fact that a create was attempted): the runner commits them with the decision.
+        self.ids: Mapping[str, Any] = ids or {}
 
     @property
     def kind(self) -> OutcomeKind:

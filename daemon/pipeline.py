@@ -17,7 +17,8 @@ tested exhaustively without disk, network or threads (see tests/test_pipeline.py
 Attempt accounting: ``attempts`` counts the job's setbacks (transient errors, expired or
 refused presigned URLs, a file that changed under us). It is never reset by progress, so
 loops such as presign → upload → expired → presign are bounded too. Losing an in-memory
-presigned URL to a restart is not a setback and costs no attempt. The outcome moves are
+presigned URL to a restart is not a setback and costs no attempt, and neither is waiting
+(``PENDING``: the vendor is still processing, or a folder's other files are not uploaded yet). The outcome moves are
 retried forever (with capped backoff): a file must never be stranded because the
 done/ or failed/ folder was briefly unwritable.
 """
@@ -49,6 +50,7 @@ class OutcomeKind(StrEnum):
     PERMANENT = "permanent"  # the vendor refused for good (401/403/4xx validation)
     FILE_CHANGED = "file_changed"  # size/mtime/digest differ from what was hashed: hash again
     FILE_GONE = "file_gone"  # the file is no longer in the inbox
+    PENDING = "pending"  # not ready yet (vendor still processing, siblings not uploaded): ask again later
 
 
 # The vendor steps, in order. A vendor without a step treats it as a no-op.
@@ -137,6 +139,11 @@ def decide(state: State, attempts: int, outcome: Outcome, policy: RetryPolicy, j
 
     if kind is OutcomeKind.PERMANENT:
         return Decision(State.TO_FAILED, attempts, 0.0, outcome.reason, outcome.status)
+
+    if kind is OutcomeKind.PENDING:
+        # Waiting is not a setback: the adapter bounds its own polling (it counts polls in its ids).
+        delay = outcome.retry_after if outcome.retry_after is not None else policy.backoff
+        return Decision(state, attempts, max(delay, 0.01))
 
     if kind is OutcomeKind.NEED_PRESIGN:
         return Decision(_back_to(state, State.PRESIGN), attempts, 0.0)

@@ -241,7 +241,7 @@ class Runner:
         try:
             return self._perform(job)
         except StepError as error:
-            return _StepResult(error.outcome)
+            return _StepResult(error.outcome, ids=error.ids)
 
     def _perform(self, job: Job) -> _StepResult:
         state = job.state

@@ -42,6 +42,7 @@ for step in VENDOR_STEPS:
     EXPECTED[(step, OutcomeKind.PERMANENT)] = State.TO_FAILED
     EXPECTED[(step, OutcomeKind.FILE_CHANGED)] = State.HASH
     EXPECTED[(step, OutcomeKind.FILE_GONE)] = State.GONE
+    EXPECTED[(step, OutcomeKind.PENDING)] = step
 for move in MOVE_STATES:
     for kind in OutcomeKind:
         if kind is not OutcomeKind.SUCCESS:
@@ -52,6 +53,8 @@ for move in MOVE_STATES:
 def test_every_failure_pair(state: State, kind: OutcomeKind) -> None:
     decision = decide(state, 0, Outcome(kind, "why", 503), POLICY, jitter=0.5)
     assert decision.state is EXPECTED[(state, kind)]
+    if kind is OutcomeKind.PENDING:
+        assert decision.delay > 0
     costs_attempt = kind in {OutcomeKind.TRANSIENT, OutcomeKind.EXPIRED, OutcomeKind.FILE_CHANGED}
     assert decision.attempts == (1 if costs_attempt or state in MOVE_STATES else 0)
     if kind is OutcomeKind.PERMANENT and state not in MOVE_STATES:

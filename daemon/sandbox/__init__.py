@@ -18,9 +18,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .espocrm import EspoCRMService
 from .fulcrum import FulcrumService
 from .s3 import S3Service, S3Settings
+from .saferme import SaferMeService
 from .server import FaultBook, RequestLog, Router, SandboxHTTPServer, register_control_routes
+from .visibuild import VisibuildService
 
 __all__ = ["Sandbox"]
 
@@ -55,10 +58,14 @@ class Sandbox:
             ),
         )
         self.fulcrum = FulcrumService(self.s3, fulcrum_tokens)
+        self.visibuild = VisibuildService(self.s3)
+        self.saferme = SaferMeService(self.s3)
+        self.espocrm = EspoCRMService(self.s3)
         # Order matters only for overlapping patterns: control first, then S3, then each vendor.
         register_control_routes(self.router, self, self.requests, self.faults)
         self.s3.register(self.router)
-        self.fulcrum.register(self.router)
+        for service in self._vendors():
+            service.register(self.router)
         self._server: SandboxHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -69,7 +76,8 @@ class Sandbox:
             return self
         self._server = SandboxHTTPServer((self.host, self.port), self)
         self.port = self._server.server_address[1]
-        self.fulcrum.base_url = self.url
+        for service in self._vendors():
+            service.base_url = self.url
         # A short poll interval keeps stop() quick (shutdown waits for the loop to notice).
         self._thread = threading.Thread(
             target=self._server.serve_forever,
@@ -90,6 +98,9 @@ class Sandbox:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+
+    def _vendors(self) -> tuple[Any, ...]:
+        return (self.fulcrum, self.visibuild, self.saferme, self.espocrm)
 
     def __enter__(self) -> Sandbox:
         return self.start()
@@ -177,6 +188,9 @@ class Sandbox:
         blobs = {f"{b.bucket}/{b.key}": {"size": b.size, "md5": b.md5} for b in self.s3.store.all()}
         return {
             "fulcrum": self.fulcrum.state(),
+            "visibuild": self.visibuild.state(),
+            "saferme": self.saferme.state(),
+            "espocrm": self.espocrm.state(),
             "s3": blobs,
             "faults": self.faults.pending(),
             "config": self.configure({}),
@@ -195,7 +209,7 @@ class Sandbox:
         lines = [
             f"hotfolder sandbox at {self.url}",
             "",
-            *self.fulcrum.describe(),
+            *(line for service in self._vendors() for line in [*service.describe(), ""]),
             "",
             "Control: GET /_sandbox/state, GET /_sandbox/requests, POST|DELETE /_sandbox/faults,",
             "         POST /_sandbox/config, POST /_sandbox/fulcrum/records,",

@@ -1,20 +1,30 @@
-"""Vendor adapters, one module each; ``adapter_class`` maps a target's ``vendor`` key to its class."""
+"""Vendor adapters, one module each; ``adapter_class`` maps a target's ``vendor`` key to its class.
+
+Modules are imported on first use, so a daemon with only Fulcrum targets never loads the others.
+"""
 
 from __future__ import annotations
 
-from daemon.vendors.base import StepContext, Vendor
-from daemon.vendors.fulcrum import Fulcrum
+import importlib
 
-ADAPTERS: dict[str, type[Vendor]] = {
-    Fulcrum.vendor_name: Fulcrum,
+from daemon.vendors.base import StepContext, Vendor
+
+ADAPTERS: dict[str, str] = {
+    "fulcrum": "daemon.vendors.fulcrum:Fulcrum",
+    "fulcrum-layers": "daemon.vendors.fulcrum_layers:FulcrumLayers",
+    "visibuild": "daemon.vendors.visibuild:Visibuild",
+    "saferme": "daemon.vendors.saferme:SaferMe",
+    "espocrm": "daemon.vendors.espocrm:EspoCRM",
 }
 
 
 def adapter_class(vendor: str) -> type[Vendor]:
     try:
-        return ADAPTERS[vendor]
+        module_name, class_name = ADAPTERS[vendor].split(":")
     except KeyError:
-        raise ValueError(f"vendor '{vendor}' has no adapter yet (available: {', '.join(sorted(ADAPTERS))})") from None
+        raise ValueError(f"unknown vendor '{vendor}' (known: {', '.join(sorted(ADAPTERS))})") from None
+    cls: type[Vendor] = getattr(importlib.import_module(module_name), class_name)
+    return cls
 
 
 __all__ = ["ADAPTERS", "StepContext", "Vendor", "adapter_class"]

@@ -342,3 +342,22 @@ class Journal:
                 "SELECT COUNT(*) FROM jobs WHERE state = ? AND finished_at >= ?", (State.FAILED.value, since)
             ).fetchone()
         return int(count)
+
+    def group_jobs(self, target: str, record: str | None, group: str) -> list[Job]:
+        """The jobs of one group folder that are unfinished or ended in failure, oldest first."""
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT {_COLUMNS} FROM jobs WHERE target = ? AND record IS ? AND grp = ? "
+                "AND (finished_at IS NULL OR state = ?) ORDER BY id",
+                (target, record, group, State.FAILED.value),
+            ).fetchall()
+        return [_row_to_job(row) for row in rows]
+
+    def add_vendor_ids(self, job_ids: list[int], ids: Mapping[str, Any]) -> None:
+        """Merge ``ids`` into several jobs' vendor ids in one durable transaction (group links)."""
+        now = self._clock()
+        with self._transaction() as conn:
+            for job_id in job_ids:
+                (current,) = conn.execute("SELECT vendor FROM jobs WHERE id = ?", (job_id,)).fetchone()
+                merged = {**(_decode(current) or {}), **ids}
+                conn.execute("UPDATE jobs SET vendor = ?, updated_at = ? WHERE id = ?", (_encode(merged), now, job_id))

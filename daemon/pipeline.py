@@ -143,7 +143,7 @@ def decide(state: State, attempts: int, outcome: Outcome, policy: RetryPolicy, j
     if kind is OutcomeKind.PENDING:
         # Waiting is not a setback: the adapter bounds its own polling (it counts polls in its ids).
         delay = outcome.retry_after if outcome.retry_after is not None else policy.backoff
-        return Decision(state, attempts, max(delay, 0.01))
+        return Decision(state, attempts, max(delay, 0.01), outcome.reason or None)
 
     if kind is OutcomeKind.NEED_PRESIGN:
         return Decision(_back_to(state, State.PRESIGN), attempts, 0.0)

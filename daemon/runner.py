@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import structlog
+import yaml
 
 from daemon import outcomes
 from daemon.config import Settings
@@ -37,6 +38,7 @@ from daemon.pipeline import (
 )
 from daemon.transfer import FileDigests, FileIdentity, hash_file
 from daemon.vendors.base import StepContext, Vendor
+from daemon.watcher import is_ignored
 
 log = structlog.get_logger("hotfolder.runner")
 
@@ -87,6 +89,9 @@ class Runner:
         except LayoutError as error:
             self._refuse(path, error.reason)
             return None
+        adapter = self.adapters.get(placement.target)
+        if placement.group is not None and adapter is not None and placement.name == adapter.manifest_name:
+            return None  # the folder's description, read when the folder is linked; never uploaded
         relpath = placement.relpath.as_posix()
         job = self.journal.add_job(
             target=placement.target, record=placement.record, group=placement.group, name=placement.name,
@@ -259,13 +264,17 @@ class Runner:
         if state is State.PRESIGN:
             ids = adapter.presign(ctx)
         elif state is State.UPLOAD:
-            ids = adapter.upload(ctx)
+            with adapter.gate.upload_slot():
+                ids = adapter.upload(ctx)
             return _StepResult(Outcome.success(), ids=ids, bytes=job.size)
         elif state is State.FINALIZE:
             ids = adapter.finalize(ctx)
         elif state is State.LINK:
             with self._link_lock(adapter.link_key(ctx)):
-                ids = adapter.link(ctx)
+                if job.group is not None and adapter.manifest_name:
+                    ids = self._link_group(job, adapter, ctx)
+                else:
+                    ids = adapter.link(ctx)
         else:  # pragma: no cover - decide() never hands out other states
             raise AssertionError(state)
         return _StepResult(Outcome.success(), ids=ids)
@@ -289,7 +298,80 @@ class Runner:
             job_id=job.id, target=job.target, record=job.record, group=job.group, name=job.name,
             path=self._source(job), identity=FileIdentity(job.size, job.mtime_ns), digests=digests,
             ids=job.vendor, scratch=self._scratch.setdefault(job.id, {}),
+            remember=lambda ids: self.journal.add_vendor_ids([job.id], redact_value(dict(ids))),
         )
+
+    # -- group folders (one vendor record for a whole folder, e.g. a Visibuild ticket) ------------
+
+    def _link_group(self, job: Job, adapter: Vendor, ctx: StepContext) -> Mapping[str, Any]:
+        """Link a group folder once, when its manifest is there and every file is uploaded.
+
+        Runs under the folder's link lock. The first member to find the folder complete links all
+        members at once and copies the answer to each of them; the others find it and succeed.
+        A refusal is copied too, so the folder's files go to failed/ together.
+        """
+        members = self.journal.group_jobs(job.target, job.record, job.group or "")
+        for member in members:
+            if member.vendor.get("group_failed"):
+                raise StepError(OutcomeKind.PERMANENT, str(member.vendor["group_failed"]))
+            if member.vendor.get("group_linked"):
+                return {key: member.vendor[key] for key in member.vendor if key.startswith(("group_", "ticket_"))}
+        failed = [m for m in members if m.state in (State.TO_FAILED, State.FAILED)]
+        if failed:
+            reason = f"another file of this folder failed: {failed[0].name}"
+            self.journal.add_vendor_ids([m.id for m in members], {"group_failed": reason})
+            raise StepError(OutcomeKind.PERMANENT, reason)
+        active = [m for m in members if not m.finished]
+        folder = self._source(job).parent
+        manifest_path = folder / (adapter.manifest_name or "")
+        waiting = self._group_waiting_for(folder, manifest_path, active)
+        if waiting:
+            raise StepError(OutcomeKind.PENDING, waiting, retry_after=max(self.settings.watch.settle, 1.0))
+        manifest = self._read_manifest(manifest_path)
+        member_ctxs = [ctx if m.id == job.id else self._context(m) for m in active]
+        ctx.remember = lambda ids: self.journal.add_vendor_ids([m.id for m in active], redact_value(dict(ids)))
+        try:
+            ids = dict(adapter.link_group(ctx, member_ctxs, manifest))
+        except StepError as error:
+            if error.kind is OutcomeKind.PERMANENT:
+                self.journal.add_vendor_ids([m.id for m in active], {"group_failed": error.outcome.reason})
+            raise
+        ids["group_linked"] = True
+        self.journal.add_vendor_ids([m.id for m in active], redact_value(ids))
+        return ids
+
+    def _group_waiting_for(self, folder: Path, manifest_path: Path, active: list[Job]) -> str | None:
+        """What the folder still lacks before it can be linked, in words; None when complete."""
+        if not manifest_path.is_file() or manifest_path.is_symlink():
+            return f"waiting for {manifest_path.name} in {folder.name}/"
+        names = set()
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name == manifest_path.name or not entry.is_file(follow_symlinks=False):
+                    continue
+                if is_ignored(PurePosixPath(entry.name), self.settings.watch.ignore):
+                    continue
+                names.add(entry.name)
+        by_name = {m.name: m for m in active}
+        unseen = names - set(by_name)
+        if unseen:
+            return f"waiting for {len(unseen)} file(s) of {folder.name}/ to settle"
+        uploading = [m for m in active if m.state is not State.LINK]
+        if uploading:
+            return f"waiting for {len(uploading)} file(s) of {folder.name}/ to upload"
+        return None
+
+    @staticmethod
+    def _read_manifest(path: Path) -> Mapping[str, Any]:
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+            raise StepError(OutcomeKind.PERMANENT, f"{path.name}: cannot be read as YAML: {error}") from error
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            raise StepError(OutcomeKind.PERMANENT, f"{path.name}: expected a mapping of ticket fields")
+        return data
 
     def _link_lock(self, key: tuple[str, ...]) -> threading.Lock:
         with self._link_locks_guard:
@@ -320,12 +402,29 @@ class Runner:
                 return _StepResult(Outcome.success())
             if sidecar:
                 outcomes.write_sidecar(final, self._sidecar_info(job, final))
+            self._move_manifest_if_last(job, source.parent, final.parent)
         except OSError as error:
             reason = f"cannot move {source} to {root}: {error.strerror or error}"
             return _StepResult(Outcome(OutcomeKind.TRANSIENT, reason))
         if self._on_file_left_inbox is not None:
             self._on_file_left_inbox(source)
         return _StepResult(Outcome.success(), outcome_path=str(final))
+
+    def _move_manifest_if_last(self, job: Job, folder: Path, destination: Path) -> None:
+        """The last file of a group folder to leave takes the manifest (ticket.yaml) with it."""
+        adapter = self.adapters.get(job.target)
+        if job.group is None or adapter is None or not adapter.manifest_name:
+            return
+        manifest = folder / adapter.manifest_name
+        if not manifest.is_file() or manifest.is_symlink():
+            return
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name == manifest.name or not entry.is_file(follow_symlinks=False):
+                    continue
+                if not is_ignored(PurePosixPath(entry.name), self.settings.watch.ignore):
+                    return  # another file of the folder is still here; it will take the manifest
+        outcomes.move_file(manifest, outcomes.free_name(destination, manifest.name))
 
     def _sidecar_info(self, job: Job, final: Path) -> dict[str, Any]:
         error = dict(job.last_error or {})

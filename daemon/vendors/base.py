@@ -8,7 +8,7 @@ memory only. A verb a vendor does not have is simply not overridden: the default
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -16,11 +16,13 @@ from typing import Any, ClassVar
 import httpx
 
 from daemon.config import TargetSettings
-from daemon.errors import StepError, from_response, from_transport_error
+from daemon.errors import StepError, from_response, from_transport_error, parse_retry_after
+from daemon.limits import TargetGate
 from daemon.pipeline import OutcomeKind
 from daemon.transfer import FileDigests, FileIdentity
 
 Ids = Mapping[str, Any]
+RATE_LIMIT_STATUSES = frozenset({420, 429})  # 420 is SaferMe's "Enhance your calm"
 
 
 @dataclass
@@ -35,6 +37,9 @@ class StepContext:
     digests: FileDigests | None
     ids: Mapping[str, Any]  # what earlier steps returned, as committed in the journal
     scratch: dict[str, Any] = field(default_factory=dict)  # in memory only: presigned URLs, headers
+    # Commit ids to the journal *now*, before the side effect that follows (e.g. "about to create
+    # the ticket"), so that after a crash the next attempt knows the create may have happened.
+    remember: Callable[[Mapping[str, Any]], None] = lambda ids: None
 
     @property
     def stem(self) -> str:
@@ -45,12 +50,21 @@ class Vendor:
     """Base adapter: every verb is a no-op until a vendor overrides it."""
 
     vendor_name: ClassVar[str] = ""
+    # A file in a group folder (inbox/<t>/<record>/<group>/) that describes the group instead of
+    # being uploaded, e.g. Visibuild's ticket.yaml. None: this vendor has no group folders.
+    manifest_name: ClassVar[str | None] = None
     # The digests the hash step must compute for this vendor, all in one read pass.
     digests: ClassVar[tuple[str, ...]] = ("sha256",)
 
     def __init__(self, target: TargetSettings, client: httpx.Client) -> None:
         self.target = target
         self.client = client
+        # Shared by every job of this target: pacing, upload slots, and the pause after a 429/420.
+        self.gate = TargetGate(
+            target.name,
+            requests_per_second=target.max_requests_per_second,
+            max_concurrent_uploads=target.max_concurrent_uploads,
+        )
 
     def presign(self, ctx: StepContext) -> Ids:
         return {}
@@ -64,9 +78,17 @@ class Vendor:
     def link(self, ctx: StepContext) -> Ids:
         return {}
 
+    def link_group(self, ctx: StepContext, members: Sequence[StepContext], manifest: Mapping[str, Any]) -> Ids:
+        """Link every member of a group folder at once (called once per group, under its lock).
+
+        ``members`` includes ``ctx``; all of them have finished upload/finalize. The ids returned
+        are recorded on every member.
+        """
+        raise NotImplementedError(f"{self.vendor_name} has no group folders")
+
     def link_key(self, ctx: StepContext) -> tuple[str, ...]:
         """Links sharing a key never run at once (records without optimistic concurrency)."""
-        return (self.target.name, ctx.record or "")
+        return (self.target.name, ctx.record or "", ctx.group or "")
 
     # -- helpers for the vendor modules --------------------------------------------------------
 
@@ -82,11 +104,18 @@ class Vendor:
     def call(
         self, method: str, url: str, what: str, *, ok: tuple[int, ...] = (200, 201), **kwargs: Any
     ) -> httpx.Response:
-        """One API call; transport trouble and non-``ok`` statuses become StepErrors."""
+        """One API call, paced by the target's gate; trouble and non-``ok`` statuses become StepErrors."""
+        self.gate.before_request()
         try:
             response = self.client.request(method, url, **kwargs)
         except httpx.TransportError as exc:
             raise from_transport_error(exc, what) from exc
+        if response.status_code in RATE_LIMIT_STATUSES:
+            # The whole target waits, and this job waits at least as long as the target does.
+            pause = self.gate.rate_limited(parse_retry_after(response.headers.get("Retry-After")))
+            error = from_response(response, what, self.api_error_detail(response))
+            raise StepError(error.kind, str(error), response.status_code, retry_after=pause)
+        self.gate.answered()
         if response.status_code not in ok:
             raise from_response(response, what, self.api_error_detail(response))
         return response

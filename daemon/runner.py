@@ -186,10 +186,11 @@ class Runner:
         """Run steps of ``job`` until it finishes, must wait, or the daemon stops."""
         while not job.finished and not self._stopping.is_set():
             started = time.monotonic()
+            step = job.state
             result = self._run_step(job)
             decision = decide(job.state, job.attempts, result.outcome, self.policy, self._jitter())
             job = self._commit(job, result, decision)
-            self._log_step(job, result, decision, time.monotonic() - started)
+            self._log_step(step, job, result, decision, time.monotonic() - started)
             if decision.delay > 0:
                 break
         return job
@@ -218,9 +219,9 @@ class Runner:
             record.clear_error = True  # earlier setbacks were overcome; the job succeeded
         return self.journal.record(job.id, record)
 
-    def _log_step(self, job: Job, result: _StepResult, decision: Decision, duration: float) -> None:
+    def _log_step(self, step: State, job: Job, result: _StepResult, decision: Decision, duration: float) -> None:
         fields: dict[str, Any] = {
-            "job": job.id, "target": job.target, "record": job.record, "file": job.name,
+            "job": job.id, "target": job.target, "record": job.record, "file": job.name, "step": step.value,
             "outcome": result.outcome.kind.value, "next": decision.state.value,
             "duration": round(duration, 4), "attempts": decision.attempts,
         }
@@ -416,15 +417,17 @@ class Runner:
         if job.group is None or adapter is None or not adapter.manifest_name:
             return
         manifest = folder / adapter.manifest_name
-        if not manifest.is_file() or manifest.is_symlink():
-            return
-        with os.scandir(folder) as entries:
-            for entry in entries:
-                if entry.name == manifest.name or not entry.is_file(follow_symlinks=False):
-                    continue
-                if not is_ignored(PurePosixPath(entry.name), self.settings.watch.ignore):
-                    return  # another file of the folder is still here; it will take the manifest
-        outcomes.move_file(manifest, outcomes.free_name(destination, manifest.name))
+        # The folder's lock: two last files leaving at once must not both take the manifest.
+        with self._link_lock((job.target, job.record or "", job.group)):
+            if not manifest.is_file() or manifest.is_symlink():
+                return
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if entry.name == manifest.name or not entry.is_file(follow_symlinks=False):
+                        continue
+                    if not is_ignored(PurePosixPath(entry.name), self.settings.watch.ignore):
+                        return  # another file of the folder is still here; it will take the manifest
+            outcomes.move_file(manifest, outcomes.free_name(destination, manifest.name))
 
     def _sidecar_info(self, job: Job, final: Path) -> dict[str, Any]:
         error = dict(job.last_error or {})

@@ -80,3 +80,16 @@ def test_demo_runs_the_sample_file_end_to_end(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert (tmp_path / "demo" / "done" / "fulcrum" / "rec-1001" / "welcome-scan.txt").exists()
     assert "drop files" in result.stdout
+
+
+def test_sigterm_stops_run_cleanly_with_exit_0(site: Site) -> None:
+    import signal
+
+    from tests.harness import hotfolder, wait_for
+
+    log = site.root / "run.log"
+    process = hotfolder("run", "-c", str(site.config_path), log=log)
+    wait_for(lambda: "watching" in log.read_text(), what="the daemon to start")
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(30) == 0
+    assert "hotfolder stopped" in log.read_text()

@@ -342,3 +342,221 @@ def _retry_after(response: httpx.Response, status: int, code: str) -> float | No
     if status >= 500 or status in TRANSIENT_STATUSES or code in _TRANSIENT_CODES:
         return parse_retry_after(response.headers.get("Retry-After"))
     return None
+
+
+# --- streamed base64 JSON (EspoCRM: the file inline in a JSON body) ----------------------------
+#
+# EspoCRM takes a file as a base64 data URI inside a JSON document, ~4/3 of the file's size.
+# The body is built while it is sent: the JSON before the file's value, the file encoded piece
+# by piece, the JSON after it. Base64 turns every 3 bytes into 4 characters, so pieces encoded
+# from multiples of 3 bytes concatenate into one valid encoding (only the last piece is padded),
+# and the total length, 4 * ceil(size / 3), is known before a byte is read: the request carries
+# a Content-Length, as every server (and the chunk-less PHP behind EspoCRM) expects.
+
+
+def base64_length(size: int) -> int:
+    """Characters of the padded base64 encoding of ``size`` bytes."""
+    return 4 * ((size + 2) // 3)
+
+
+def data_uri_prefix(mime: str) -> bytes:
+    """``data:<mime>;base64,``: what precedes the encoded bytes in EspoCRM's ``file`` value."""
+    return f"data:{mime};base64,".encode("ascii")
+
+
+def _base64_pieces(f: BinaryIO, size: int, chunk_size: int) -> Iterator[bytes]:
+    """Base64 of the next ``size`` bytes of ``f``, in pieces that concatenate to one encoding.
+
+    Reads are rounded down to a multiple of 3; a short read (possible on network mounts) leaves
+    a remainder that is carried into the next piece, so no piece but the last is ever padded.
+    """
+    step = max(3, chunk_size - chunk_size % 3)
+    carry = b""
+    for data in iter_file(f, size, step):
+        if carry:
+            data = carry + data
+        whole = len(data) - len(data) % 3
+        carry = data[whole:]
+        if whole:
+            yield base64.b64encode(memoryview(data)[:whole])
+    if carry:
+        yield base64.b64encode(carry)
+
+
+def base64_json_body(
+    prefix: bytes,
+    path: Path,
+    expected: FileIdentity,
+    suffix: bytes,
+    *,
+    chunk_size: int = CHUNK_SIZE,
+) -> tuple[Iterator[bytes], int]:
+    """A body ``prefix + base64(file) + suffix`` to stream, and its exact length for Content-Length.
+
+    ``prefix`` ends inside a JSON string (``…"file":"data:<mime>;base64,``) and ``suffix`` closes
+    it (``"}``). The file is checked now, so a changed file fails before any request is made;
+    it is opened only when the body is first read, and closed however the sending ends. A file
+    that shrinks while read, or whose size or mtime differs at the end, raises FILE_CHANGED
+    before the suffix goes out, so the server never receives a complete document of mixed bytes.
+    """
+    check_unchanged(path, expected)
+    length = len(prefix) + base64_length(expected.size) + len(suffix)
+    return _base64_json_stream(prefix, path, expected, suffix, chunk_size), length
+
+
+def _base64_json_stream(
+    prefix: bytes, path: Path, expected: FileIdentity, suffix: bytes, chunk_size: int
+) -> Iterator[bytes]:
+    with open_checked(path, expected) as f:
+        yield prefix
+        yield from _base64_pieces(f, expected.size, chunk_size)
+        now = FileIdentity.of(os.fstat(f.fileno()))
+        if now != expected:
+            raise _changed(path, expected, now)
+    yield suffix
+
+
+def base64_chunk_body(
+    f: BinaryIO, size: int, mime: str, *, chunk_size: int = CHUNK_SIZE
+) -> tuple[Iterator[bytes], int]:
+    """One chunk of a chunked upload, ``data:<mime>;base64,<next size bytes of f>``, and its length.
+
+    Reads from ``f``'s current position, so consecutive calls walk the file chunk by chunk; the
+    chunk itself is streamed too, so a large ``chunk_size`` does not cost memory either.
+    """
+    prefix = data_uri_prefix(mime)
+    return _prefixed(prefix, _base64_pieces(f, size, chunk_size)), len(prefix) + base64_length(size)
+
+
+def _prefixed(prefix: bytes, pieces: Iterator[bytes]) -> Iterator[bytes]:
+    yield prefix
+    yield from pieces
+
+
+# --- presigned POST form (S3 browser-form upload) -------------------------------------------
+#
+# Why we frame the multipart body ourselves instead of httpx's ``data=``/``files=``: httpx does put
+# data fields before files (so ``file`` would come last) and streams a file object in 64 KiB reads,
+# but it takes the Content-Length from ``fstat`` of the file as it is *now* and falls back to
+# chunked encoding when it cannot, which S3 and RGW refuse (411). Framing it here sends exactly the
+# hashed size, in 1 MiB pieces, with a Content-Length known before the first byte goes out.
+
+# Fields whose values are credentials: they never appear in a reason, whatever the server echoes.
+_FORM_SECRET_FIELDS = frozenset(
+    {"policy", "x-amz-signature", "x-amz-credential", "x-amz-security-token", "signature", "awsaccesskeyid"}
+)
+# S3's answer to success_action_status: 200 and 201 are honoured, anything else means 204.
+_FORM_SUCCESS_STATUSES = frozenset({200, 201})
+
+
+def _form_param(value: str) -> str:
+    """A quoted Content-Disposition parameter, escaped as browsers do (WHATWG multipart rules)."""
+    return value.replace("\\", "\\\\").replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _form_head(boundary: str, fields: Mapping[str, str], filename: str, content_type: str) -> bytes:
+    """Every field part in the caller's order, then the headers of the ``file`` part (always last)."""
+    parts = []
+    for name, value in fields.items():
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{_form_param(name)}"\r\n\r\n{value}\r\n'
+        )
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{_form_param(filename)}"\r\n'
+        f"Content-Type: {content_type}\r\n\r\n"
+    )
+    return "".join(parts).encode("utf-8")
+
+
+def _form_body(path: Path, expected: FileIdentity, f: BinaryIO, head: bytes, tail: bytes) -> Iterator[bytes]:
+    """head, the file, tail; a file changed under us fails before the closing boundary goes out, so
+    S3 never receives a complete form of mixed bytes."""
+    yield head
+    yield from iter_file(f, expected.size)
+    now = FileIdentity.of(os.fstat(f.fileno()))
+    if now != expected:
+        raise _changed(path, expected, now)
+    yield tail
+
+
+def _form_success_status(fields: Mapping[str, str]) -> int:
+    for name, value in fields.items():
+        if name.lower() == "success_action_status" and value.strip().isdigit():
+            status = int(value)
+            return status if status in _FORM_SUCCESS_STATUSES else 204
+    return 204
+
+
+def _form_key(fields: Mapping[str, str], filename: str) -> str:
+    """The object key S3 stores under: the ``key`` field, with ``${filename}`` filled in."""
+    key = next((value for name, value in fields.items() if name.lower() == "key"), "")
+    return key.replace("${filename}", filename)
+
+
+def _post_response_key(body: bytes) -> str | None:
+    """``<Key>`` of a ``<PostResponse>`` document, XML entities resolved; None if there is none."""
+    try:
+        root = ET.fromstring(body[:MAX_ERROR_BODY])
+    except ET.ParseError:
+        return None
+    for child in root:
+        if child.tag.rpartition("}")[2] == "Key" and child.text:
+            return child.text.strip()
+    return None
+
+
+def _scrub_form(error: StepError, url: str, fields: Mapping[str, str]) -> StepError:
+    """The same error with every credential field's value (and the URL's query) cut from its reason."""
+    reason = _scrub(error.outcome.reason, url)
+    for name, value in fields.items():
+        if name.lower() in _FORM_SECRET_FIELDS and value:
+            reason = reason.replace(value, "[redacted]")
+    outcome = error.outcome
+    return StepError(outcome.kind, reason, outcome.status, outcome.retry_after, ids=error.ids)
+
+
+def post_form(
+    client: httpx.Client,
+    url: str,
+    fields: Mapping[str, str],
+    path: Path,
+    expected: FileIdentity,
+    *,
+    filename: str,
+    content_type: str,
+    what: str = "upload",
+) -> str:
+    """POST ``path`` to an S3 presigned-POST ``url`` as multipart/form-data; return the stored key.
+
+    ``fields`` go first, in their order (the policy, signature, key…), and the ``file`` part last:
+    S3 ignores fields after it. The success status is the one ``success_action_status`` asked for
+    (201: the ``<PostResponse>``'s Key is returned, XML-unescaped; 200/204: the ``key`` field, with
+    ``${filename}`` filled in). Anything else is refused as :func:`classify_s3_error` says: 403
+    (failed condition, expired policy, bad signature) → EXPIRED, EntityTooLarge → PERMANENT,
+    5xx → TRANSIENT. No credential field's value ever appears in a reason.
+    """
+    if any(name.lower() == "file" for name in fields):
+        raise ValueError("the file part is added by post_form; 'file' must not be among the fields")
+    success = _form_success_status(fields)
+    boundary = os.urandom(16).hex()  # 128 random bits: never found inside the file by chance
+    head = _form_head(boundary, fields, filename, content_type)
+    tail = f"\r\n--{boundary}--\r\n".encode("ascii")
+    headers = {
+        "Content-Type": f"multipart/form-data; boundary={boundary}",
+        "Content-Length": str(len(head) + expected.size + len(tail)),
+    }
+    check_unchanged(path, expected)
+    with open_checked(path, expected) as f:
+        try:
+            response = client.post(url, content=_form_body(path, expected, f, head, tail), headers=headers)
+        except httpx.TransportError as exc:
+            error = from_transport_error(exc, f"{what} to {redact_url(url)}")
+            raise _scrub_form(error, url, fields) from None
+    if response.status_code != success:
+        raise _scrub_form(classify_s3_error(response, what), url, fields)
+    check_unchanged(path, expected)
+    if success == 201:
+        # S3 names the key it stored; should a proxy have eaten the document, the key is still the
+        # one we asked for (S3's rules make it deterministic).
+        return _post_response_key(response.content) or _form_key(fields, filename)
+    return _form_key(fields, filename)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import socket
 import time
 from collections.abc import Iterator
@@ -257,3 +258,121 @@ def test_a_url_presigned_by_botocore_verifies(sandbox: Sandbox) -> None:
     assert httpx.put(url, content=b"from botocore").status_code == 200
     blob = sandbox.s3.store.get("other-bucket", "dir/a b+c.txt")
     assert blob is not None and blob.path.read_bytes() == b"from botocore"
+
+
+# -- MBTiles layers, photos, form owners ---------------------------------------------------------------------
+
+
+def upload_mbtiles(api: httpx.Client, data: bytes) -> str:
+    grant = api.get("/api/v2/file/upload_url.json").json()["file"]
+    assert httpx.put(grant["url"], content=data).status_code == 200
+    return str(grant["key"])
+
+
+def test_mbtiles_layer_from_an_uploaded_key(sandbox: Sandbox, api: httpx.Client) -> None:
+    key = upload_mbtiles(api, b"SQLite format 3\x00tiles")
+    created = api.post("/api/v2/layers.json", json={"layer": {"key": key, "name": "Topo", "type": "mbtiles"}})
+    assert created.status_code == 200, created.text
+    layer = created.json()["layer"]
+    assert layer["name"] == "Topo" and layer["type"] == "mbtiles" and layer["file_size"] == 21
+    assert "key" not in layer and key not in str(layer)  # as documented: the API never shows the key
+    assert api.get(f"/api/v2/layers/{layer['id']}.json").json()["layer"] == layer
+    listing = api.get("/api/v2/layers.json", params={"per_page": 1}).json()
+    assert listing["layers"] == [layer] and listing["total_pages"] == 1 and listing["total_count"] == 1
+    assert sandbox.fulcrum.layers()[0]["key"] == key
+    assert sandbox.fulcrum.layer_bytes(layer["id"]) == b"SQLite format 3\x00tiles"
+    assert api.get("/api/v2/layers/nope.json").status_code == 404
+
+
+def test_layer_refusals_are_422_with_field_errors(api: httpx.Client) -> None:
+    def create(layer: dict[str, Any]) -> httpx.Response:
+        return api.post("/api/v2/layers.json", json={"layer": layer})
+
+    no_type = create({"name": "x", "key": upload_mbtiles(api, b"t")})
+    assert no_type.status_code == 422
+    assert no_type.json() == {"layer": {"errors": {"type": [
+        "must be one of fulcrum, xyz, tilejson, geojson, mbtiles, wms, feature-service"]}}}
+    blank = create({"name": " ", "type": "mbtiles", "key": upload_mbtiles(api, b"t")}).json()
+    assert blank["layer"]["errors"] == {"name": ["can't be blank"]}
+    not_uploaded = api.get("/api/v2/file/upload_url.json").json()["file"]["key"]
+    assert "key" in create({"name": "x", "type": "mbtiles", "key": not_uploaded}).json()["layer"]["errors"]
+    assert "key" in create({"name": "x", "type": "mbtiles", "key": "made-up"}).json()["layer"]["errors"]
+    assert create({"name": "x", "type": "xyz"}).json() == {"layer": {"errors": {"source": ["can't be blank"]}}}
+    assert api.post("/api/v2/layers.json", json={"name": "x"}).status_code == 400
+
+
+def test_layer_listing_pages(api: httpx.Client) -> None:
+    for number in range(3):
+        api.post("/api/v2/layers.json", json={"layer": {"name": f"L{number}", "type": "xyz", "source": "s"}})
+    second = api.get("/api/v2/layers.json", params={"page": 2, "per_page": 2}).json()
+    assert [layer["name"] for layer in second["layers"]] == ["L2"]
+    assert (second["current_page"], second["total_pages"], second["total_count"]) == (2, 2, 3)
+
+
+def post_photo(api: httpx.Client, access_key: str | None, data: bytes | None) -> httpx.Response:
+    fields = {} if access_key is None else {"photo[access_key]": access_key}
+    files = {} if data is None else {"photo[file]": ("p.jpg", data, "image/jpeg")}
+    return api.post("/api/v2/photos.json", data=fields, files=files or {"other": ("x", b"")})
+
+
+def test_photo_multipart_is_stored_and_a_taken_key_is_422(sandbox: Sandbox, api: httpx.Client) -> None:
+    # Larger than one read, with the boundary's first bytes inside the data, to exercise the streaming parser.
+    data = (b"\r\n--" + os.urandom(50)) * 40_000
+    created = post_photo(api, "key-1", data)
+    assert created.status_code == 200, created.text
+    assert created.json()["photo"]["access_key"] == "key-1"
+    assert sandbox.fulcrum.photo_bytes("key-1") == data
+    assert sandbox.fulcrum.photo("key-1")["file_size"] == len(data)
+    shown = api.get("/api/v2/photos/key-1.json").json()["photo"]
+    assert shown["uploaded"] is True and shown["file_size"] == len(data)
+    assert api.get("/api/v2/photos/key-1.jpg").content == data
+    assert api.get("/api/v2/photos/nope.json").status_code == 404
+
+    again = post_photo(api, "key-1", b"other bytes")
+    assert again.status_code == 422
+    assert again.json() == {"photo": {"errors": {"access_key": ["has already been taken"]}}}
+    assert sandbox.fulcrum.photo_bytes("key-1") == data
+    assert post_photo(api, None, b"x").json()["photo"]["errors"] == {"access_key": ["can't be blank"]}
+    assert post_photo(api, "key-2", None).json()["photo"]["errors"] == {"file": ["can't be blank"]}
+    assert api.post("/api/v2/photos.json", json={"photo": {}}).status_code == 400
+    assert len(sandbox.fulcrum.photos()) == 1
+
+
+def test_record_photo_items_must_name_existing_photos(api: httpx.Client) -> None:
+    assert post_photo(api, "cam-1", b"\xff\xd8jpeg").status_code == 200
+    record = api.get(f"/api/v2/records/{RECORD}.json").json()["record"]
+    record["form_values"]["9f1b"] = [{"photo_id": "cam-1", "caption": ""}, {"photo_id": "ghost", "caption": ""}]
+    refused = api.put(f"/api/v2/records/{RECORD}.json", json={"record": record})
+    assert refused.status_code == 422
+    assert refused.json() == {"record": {"errors": {"9f1b": ["photo ghost not found"]}}}
+    record["form_values"]["9f1b"].pop()
+    assert api.put(f"/api/v2/records/{RECORD}.json", json={"record": record}).status_code == 200
+
+
+def test_form_owned_attachment_needs_an_existing_form(sandbox: Sandbox, api: httpx.Client) -> None:
+    owners = [{"type": "form", "id": "form-9"}]
+    assert api.post("/api/v2/attachments", json={"owners": owners, "name": "a.pdf"}).status_code == 422
+    sandbox.fulcrum.add_form("form-9")
+    grant = api.post("/api/v2/attachments", json={"owners": owners, "name": "a.pdf"}).json()
+    assert httpx.put(grant["url"], content=b"pdf", headers=grant["headers"]).status_code == 200
+    assert api.post("/api/v2/attachments/finalize", json={"id": grant["id"], "owners": owners}).status_code == 201
+    assert api.get(f"/api/v2/attachments/{grant['id']}").json()["attachment"]["complete"] is True
+
+
+def test_photo_body_cut_short_stores_nothing(sandbox: Sandbox, api: httpx.Client) -> None:
+    class ClientGaveUp(Exception):
+        pass
+
+    def body() -> Iterator[bytes]:
+        yield b'--b\r\nContent-Disposition: form-data; name="photo[access_key]"\r\n\r\ncut\r\n'
+        yield b'--b\r\nContent-Disposition: form-data; name="photo[file]"; filename="a.jpg"\r\n\r\npartial'
+        raise ClientGaveUp
+
+    headers = {"Content-Type": "multipart/form-data; boundary=b", "Content-Length": "100000"}
+    with pytest.raises(ClientGaveUp):
+        api.post("/api/v2/photos.json", content=body(), headers=headers)
+    deadline = time.monotonic() + 5
+    while not sandbox.requests() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert [r["status"] for r in sandbox.requests()] == [400]
+    assert sandbox.fulcrum.photos() == [] and api.get("/api/v2/photos/cut.json").status_code == 404

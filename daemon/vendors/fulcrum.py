@@ -1,23 +1,40 @@
-"""Fulcrum record attachments: presign → PUT to S3 → finalize → append to the record's field.
+"""Fulcrum files on records and forms: attachments (presign → PUT to S3 → finalize → link) and photos.
 
 API facts (VENDOR-APIS.md §1): ``X-ApiToken`` on every call; ``POST /api/v2/attachments``
 answers a presigned S3 PUT URL plus headers to send verbatim; ``POST /attachments/finalize``
 confirms the owners; records have no optimistic concurrency, so the link reads the record,
-appends our ``{attachment_id, name}`` unless it is already there, and writes the whole
-record back, never two links to one record at once (the runner serialises on link_key).
+appends our item unless it is already there, and writes the whole record back, never two
+links to one record at once (the runner serialises on link_key).
+
+What the target's options change:
+
+* ``owner: form`` (``inbox/<target>/<form-id>/<file>``): the attachment is owned by the form and
+  finalized with it. There is no record to write, so the link step only asks the vendor whether
+  the attachment is complete: a finalize that did not take is caught here, not by a user later.
+* ``kind: photo`` (``inbox/<target>/<record-id>/<photo>``, owner record only): no presign and no
+  finalize; the upload is one multipart ``POST /api/v2/photos.json`` whose ``photo[access_key]`` is
+  a UUID we make. That POST is not idempotent, so the key is made once per job and committed
+  (``ctx.remember``) before the first POST; a later attempt re-uses it and first asks
+  ``GET /photos/{key}.json`` whether the photo already exists, adopting it instead of sending a
+  second copy. The link appends ``{"photo_id": key, "caption": …}`` to the photo field.
 """
 
 from __future__ import annotations
 
+import mimetypes
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from daemon.errors import StepError
 from daemon.pipeline import OutcomeKind
-from daemon.transfer import put_presigned
+from daemon.transfer import check_unchanged, iter_file, open_checked, put_presigned
 from daemon.vendors.base import Ids, StepContext, Vendor, require
 
 API = "/api/v2"
+PHOTO_KEY = "photo_access_key"  # the journal id holding the client-made photo access key
 
 
 class Fulcrum(Vendor):
@@ -33,9 +50,16 @@ class Fulcrum(Vendor):
             headers["X-SkipWebhooks"] = "true"
         return headers
 
+    @property
+    def _is_photo(self) -> bool:
+        return self.target.option("kind") == "photo"
+
+    @property
+    def _owner_type(self) -> str:
+        return str(self.target.option("owner") or "record")
+
     def _owners(self, ctx: StepContext) -> list[dict[str, str]]:
-        owner_type = self.target.option("owner") or "record"
-        return [{"type": owner_type, "id": ctx.record or ""}]
+        return [{"type": self._owner_type, "id": ctx.record or ""}]
 
     def _record_url(self, ctx: StepContext) -> str:
         # Record ids were validated by layout; percent-encode all the same so nothing can
@@ -45,6 +69,11 @@ class Fulcrum(Vendor):
     # -- the four verbs -----------------------------------------------------------------------
 
     def presign(self, ctx: StepContext) -> Ids:
+        if self._is_photo:
+            if self._owner_type != "record":
+                # A photo lives in a record's photo field; a form has nowhere to hold one.
+                raise StepError(OutcomeKind.PERMANENT, "kind: photo needs owner: record (a form holds no photos)")
+            return {}  # photos are sent to the API itself in the upload step: nothing to presign
         body = {
             "owners": self._owners(ctx),
             "name": ctx.name,
@@ -57,6 +86,8 @@ class Fulcrum(Vendor):
         return {"attachment_id": require(answer, "id", what="presign")}
 
     def upload(self, ctx: StepContext) -> Ids:
+        if self._is_photo:
+            return self._upload_photo(ctx)
         url = ctx.scratch.get("put_url")
         if not url:
             raise StepError(OutcomeKind.NEED_PRESIGN, "presigned URL not in memory (restart): presign again")
@@ -65,6 +96,8 @@ class Fulcrum(Vendor):
         return {"etag": etag}
 
     def finalize(self, ctx: StepContext) -> Ids:
+        if self._is_photo:
+            return {}  # a photo is complete once its POST is answered
         attachment_id = ctx.ids["attachment_id"]
         body = {"id": attachment_id, "owners": self._owners(ctx)}
         try:
@@ -78,18 +111,49 @@ class Fulcrum(Vendor):
         return {"finalized": True}
 
     def link(self, ctx: StepContext) -> Ids:
+        if self._is_photo:
+            item = {"photo_id": ctx.ids[PHOTO_KEY], "caption": self._caption(ctx)}
+            return self._append_to_record(ctx, item, "photo_id")
         attachment_id = ctx.ids["attachment_id"]
+        if self._owner_type == "form":
+            return self._confirm_form_attachment(attachment_id)
+        return self._append_to_record(ctx, {"attachment_id": attachment_id, "name": ctx.name}, "attachment_id")
+
+    # -- linking ------------------------------------------------------------------------------
+
+    def link_key(self, ctx: StepContext) -> tuple[str, ...]:
+        """One lock per record of the account, not per target: an attachments target and a camera
+        target may append to the same record, and two read-modify-writes at once lose one append."""
+        return ("fulcrum-record", self.target.url, ctx.record or "")
+
+    def _append_to_record(self, ctx: StepContext, item: dict[str, Any], id_key: str) -> Ids:
+        """Append ``item`` to the record's field unless an item with the same ``id_key`` is there.
+
+        The whole record goes back with PUT: PATCH would do too, but PUT is what the vendor's own
+        example uses, and both replace the field's whole array anyway.
+        """
         field_key = self.target.option("field")
         answer = self.call("GET", self._record_url(ctx), "link: read record", headers=self._headers).json()
         record: dict[str, Any] = require(answer, "record", what="link: read record")
         form_values = record.get("form_values") or {}
         items = list(form_values.get(field_key) or [])
-        if any(isinstance(item, dict) and item.get("attachment_id") == attachment_id for item in items):
+        if any(isinstance(existing, dict) and existing.get(id_key) == item[id_key] for existing in items):
             return {"linked": True, "link_was_already_there": True}
-        items.append({"attachment_id": attachment_id, "name": ctx.name})
+        items.append(item)
         record["form_values"] = {**form_values, field_key: items}
         self.call("PUT", self._record_url(ctx), "link: write record", json={"record": record}, headers=self._headers)
         return {"linked": True}
+
+    def _confirm_form_attachment(self, attachment_id: str) -> Ids:
+        """Form-owned attachments have no record to write: check that finalize took, and stop there."""
+        if self._attachment_complete(attachment_id):
+            return {"attachment_complete": True}
+        # Transient, so a vendor that completes asynchronously gets a few tries; bounded by `retry`.
+        raise StepError(OutcomeKind.TRANSIENT, f"link: attachment {attachment_id} is not complete after finalize")
+
+    def _caption(self, ctx: StepContext) -> str:
+        template = str(self.target.option("caption") or "")
+        return template.format_map(template_values(ctx))
 
     def _attachment_complete(self, attachment_id: str) -> bool:
         try:
@@ -100,3 +164,108 @@ class Fulcrum(Vendor):
             return False
         attachment = answer.get("attachment", answer) if isinstance(answer, dict) else {}
         return bool(attachment.get("complete")) or attachment.get("status") == "complete"
+
+    # -- photos -------------------------------------------------------------------------------
+
+    def _upload_photo(self, ctx: StepContext) -> Ids:
+        access_key = ctx.ids.get(PHOTO_KEY)
+        if access_key:
+            # An earlier attempt may have created the photo (its answer lost to a crash or a reset).
+            if self._photo_exists(access_key, ctx):
+                return {"photo_uploaded": True, "photo_adopted": True}
+        else:
+            access_key = str(uuid.uuid4())
+            ctx.remember({PHOTO_KEY: access_key})  # durable before the POST that uses it
+        try:
+            self._post_photo(ctx, access_key)
+        except StepError as error:
+            # 422 "access_key has already been taken": an earlier POST did land after all.
+            if error.outcome.status == 422 and self._photo_exists(access_key, ctx):
+                return {"photo_uploaded": True, "photo_adopted": True}
+            raise
+        return {"photo_uploaded": True}
+
+    def _photo_exists(self, access_key: str, ctx: StepContext) -> bool:
+        """True if the vendor holds a photo under our key with our file's size (when it says a size)."""
+        url = f"{API}/photos/{quote(access_key, safe='')}.json"
+        answer = self.call("GET", url, "upload: check photo", ok=(200, 404), headers=self._headers)
+        if answer.status_code == 404:
+            return False
+        photo = require(answer.json(), "photo", what="upload: check photo")
+        size = photo.get("file_size")
+        if isinstance(size, int) and size != ctx.identity.size:
+            # Our key, other bytes: a POST of a file that changed mid-way. Never adopt it.
+            raise StepError(
+                OutcomeKind.PERMANENT,
+                f"upload: photo {access_key} exists with {size} bytes, the file has {ctx.identity.size}",
+            )
+        return True
+
+    def _post_photo(self, ctx: StepContext, access_key: str) -> None:
+        """One multipart POST, the file streamed from disk with an exact Content-Length.
+
+        Not httpx's ``files=``: that measures the file with fstat when the request is built (the
+        file as it is now, not as hashed) and reads it to EOF, so a file that grew would overrun
+        the length it announced. Here exactly the hashed bytes are sent, as put_presigned does.
+        """
+        form = PhotoForm(access_key, ctx.name, ctx.identity.size)
+        headers = {**self._headers, "Content-Type": form.content_type, "Content-Length": str(form.length)}
+        check_unchanged(ctx.path, ctx.identity)
+        with open_checked(ctx.path, ctx.identity) as f:
+            self.call("POST", f"{API}/photos.json", "upload: post photo", content=form.body(f), headers=headers)
+        try:
+            check_unchanged(ctx.path, ctx.identity)
+        except StepError as error:
+            # The vendor now holds bytes that may be a mix of old and new: forget this key, so the
+            # next upload (after hashing again) creates a fresh photo rather than adopting this one.
+            raise StepError(error.kind, error.outcome.reason, ids={PHOTO_KEY: None}) from None
+
+
+class PhotoForm:
+    """The ``multipart/form-data`` body of a photo POST: the access key, then the file, streamed."""
+
+    def __init__(self, access_key: str, filename: str, size: int) -> None:
+        self.boundary = uuid.uuid4().hex
+        self.size = size
+        content_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+        self.head = (
+            self._part_header('name="photo[access_key]"') + access_key.encode() + b"\r\n"
+            + self._part_header(f'name="photo[file]"; filename="{_quoted(filename)}"', content_type)
+        )
+        self.tail = f"\r\n--{self.boundary}--\r\n".encode()
+
+    def _part_header(self, disposition: str, content_type: str | None = None) -> bytes:
+        lines = [f"--{self.boundary}", f"Content-Disposition: form-data; {disposition}"]
+        if content_type:
+            lines.append(f"Content-Type: {content_type}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+    @property
+    def content_type(self) -> str:
+        return f"multipart/form-data; boundary={self.boundary}"
+
+    @property
+    def length(self) -> int:
+        return len(self.head) + self.size + len(self.tail)
+
+    def body(self, f: Any) -> Iterator[bytes]:
+        yield self.head
+        yield from iter_file(f, self.size)
+        yield self.tail
+
+
+def _quoted(filename: str) -> str:
+    # As browsers do (HTML's multipart encoding): CR, LF and '"' percent-encoded, the rest as UTF-8.
+    return filename.replace("\r", "%0D").replace("\n", "%0A").replace('"', "%22")
+
+
+def template_values(ctx: StepContext) -> dict[str, str]:
+    """What a name/caption template may use (config.TEMPLATE_FIELDS); "" where there is none."""
+    return {
+        "name": ctx.name,
+        "stem": ctx.stem,
+        "suffix": Path(ctx.name).suffix,
+        "target": ctx.target,
+        "record": ctx.record or "",
+        "group": ctx.group or "",
+    }

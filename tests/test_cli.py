@@ -75,11 +75,29 @@ def test_status_reports_failures_with_reasons_and_retry_brings_them_back(site: S
     assert (site.done / "fulcrum" / "missing-record" / "lost.pdf").read_bytes() == b"no such record at the vendor"
 
 
-def test_demo_runs_the_sample_file_end_to_end(tmp_path: Path) -> None:
-    result = _hotfolder("demo", "--dir", str(tmp_path / "demo"), "--port", "0", "--exit-when-idle", timeout=90)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    assert (tmp_path / "demo" / "done" / "fulcrum" / "rec-1001" / "welcome-scan.txt").exists()
+def test_demo_carries_a_file_to_every_vendor(tmp_path: Path) -> None:
+    """What a newcomer does: drop a file in each demo folder; each reaches done/."""
+    drops = {
+        "fulcrum/rec-1002/scan.pdf": b"%PDF-1.4 demo",
+        "fulcrum-forms/form-1/form-guide.pdf": b"%PDF-1.4 guide",
+        "fulcrum-camera/rec-1001/site.jpg": b"\xff\xd8\xff\xe0 jpeg",
+        "fulcrum-layers/topo.mbtiles": b"SQLite format 3\x00 tiles",
+        "visibuild/proj-1/defect.jpg": b"\xff\xd8\xff\xe0 defect",
+        "saferme/7001/hazard.png": b"\x89PNG\r\n\x1a\n hazard",
+        "espocrm-documents/doc-1/plan.pdf": b"%PDF-1.4 plan",
+        "espocrm-notes/note-1/notes.txt": b"inspection notes",
+    }
+    demo = tmp_path / "demo"
+    for relative, data in drops.items():
+        (demo / "inbox" / relative).parent.mkdir(parents=True, exist_ok=True)
+        (demo / "inbox" / relative).write_bytes(data)
+    result = _hotfolder("demo", "--dir", str(demo), "--port", "0", "--exit-when-idle", timeout=120)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "drop files" in result.stdout
+    assert (demo / "done" / "fulcrum" / "rec-1001" / "welcome-scan.txt").exists()
+    for relative, data in drops.items():
+        assert (demo / "done" / relative).read_bytes() == data, relative
+    assert not any((demo / "failed").rglob("*"))
 
 
 def test_sigterm_stops_run_cleanly_with_exit_0(site: Site) -> None:

@@ -20,8 +20,10 @@ httpx ``Request._prepare``), and S3 answers 411 to a chunked PUT. A file-object 
 Content-Length from ``fstat`` instead, but of the file as it is *now* (not as hashed) and read in
 64 KiB pieces; the generator sends exactly the hashed length in 1 MiB pieces.
 
-Later: ``post_form`` (presigned POST, multipart, file part last) and a streamed base64-JSON body
-belong here too; both reuse :func:`open_checked` and :func:`iter_file`.
+The three upload styles the vendors need all live here and all stream from disk with an exact
+Content-Length: :func:`put_presigned` (Fulcrum, Visibuild), :func:`post_form` (S3 presigned POST,
+file part last: SaferMe) and :func:`base64_json_body` (EspoCRM's inline data URL, generated from
+the file in multiple-of-3 reads so the pieces join into valid base64).
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,16 +141,28 @@ def files_under(folder: Path) -> Iterator[Path]:
     return (p for p in sorted(folder.rglob("*")) if p.is_file())
 
 
-@pytest.fixture
-def site(tmp_path: Path) -> Iterator[Site]:
-    """A fresh installation with two records, talking to a fresh simulator."""
-    sandbox = Sandbox(tmp_path / "simulator", fulcrum_tokens=(TOKEN,))
+@contextmanager
+def simulated_site(tmp_path: Path, seed: Callable[[Sandbox], None], **sandbox_options: Any) -> Iterator[Site]:
+    """A fresh simulator, seeded, and an installation beside it (config written for Fulcrum;
+    vendor tests write their own targets over it)."""
+    sandbox = Sandbox(tmp_path / "simulator", **sandbox_options)
     sandbox.start()
     try:
-        for record in ("rec-1", "rec-2"):
-            sandbox.fulcrum.add_record(record, form_values={})
+        seed(sandbox)
         root = tmp_path / "site"
         root.mkdir()
         yield Site(root, sandbox, write_config(root, sandbox.url))
     finally:
         sandbox.stop()
+
+
+def _seed_fulcrum_records(sandbox: Sandbox) -> None:
+    for record in ("rec-1", "rec-2"):
+        sandbox.fulcrum.add_record(record, form_values={})
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    """A fresh installation with two records, talking to a fresh simulator."""
+    with simulated_site(tmp_path, _seed_fulcrum_records, fulcrum_tokens=(TOKEN,)) as fresh:
+        yield fresh

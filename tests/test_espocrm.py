@@ -26,7 +26,7 @@ from daemon.errors import StepError
 from daemon.pipeline import OutcomeKind, State
 from daemon.sandbox import Sandbox
 from daemon.transfer import FileIdentity, base64_json_body, data_uri_prefix
-from tests.harness import Site, hotfolder, kill9, run_once_in_process, wait_for, write_config
+from tests.harness import Site, hotfolder, kill9, run_once_in_process, simulated_site, wait_for, write_config
 
 API_KEY = "sandbox-espo-key"
 HMAC_KEY, HMAC_SECRET = "sandbox-hmac-key", "sandbox-hmac-secret"
@@ -45,20 +45,18 @@ def _configure(site: Site, **options: Any) -> None:
     write_config(site.root, site.sandbox.url, targets=_targets(site.sandbox.url, **options))
 
 
+def _seed(sandbox: Sandbox) -> None:
+    sandbox.espocrm.add_record("Document", "doc-1", name="Site plan")
+    sandbox.espocrm.add_record("Note", "note-1", post="Inspection")
+
+
+
+
 @pytest.fixture
 def espo(tmp_path: Path) -> Iterator[Site]:
-    sandbox = Sandbox(tmp_path / "simulator")
-    sandbox.start()
-    try:
-        sandbox.espocrm.add_record("Document", "doc-1", name="Site plan")
-        sandbox.espocrm.add_record("Note", "note-1", post="Inspection")
-        root = tmp_path / "site"
-        root.mkdir()
-        site = Site(root, sandbox, root / "config.yaml")
+    with simulated_site(tmp_path, _seed) as site:
         _configure(site)
         yield site
-    finally:
-        sandbox.stop()
 
 
 def _download(site: Site, attachment_id: str) -> bytes:

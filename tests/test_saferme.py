@@ -27,7 +27,7 @@ from daemon.service import make_client
 from daemon.transfer import FileIdentity, hash_file, post_form
 from daemon.vendors.base import StepContext
 from daemon.vendors.saferme import SaferMe, saferme_error_detail
-from tests.harness import TOKEN, Site, hotfolder, kill9, run_once_in_process, wait_for, write_config
+from tests.harness import TOKEN, Site, hotfolder, kill9, run_once_in_process, simulated_site, wait_for, write_config
 
 TEAM = "42"
 REPORT = "49"
@@ -59,25 +59,23 @@ def _configure(site: Site, **options: Any) -> None:
                                                                                               **options)})
 
 
+def _seed(sandbox: Sandbox) -> None:
+    sandbox.saferme.tokens = {TOKEN}
+    sandbox.saferme.add_report(REPORT, title="Fence down", form_fields=[
+        {"key": FIELD, "value": list(EXISTING)},
+        {"key": IMAGE_FIELD, "field_type": "Image", "value": []},
+        {"key": TEXT_FIELD, "field_type": "ShortTextBox", "value": "keep me"},
+    ])
+
+
+
+
 @pytest.fixture
 def ssite(tmp_path: Path) -> Iterator[Site]:
     """An installation with a saferme target, and report 49 with two attachments in the field already."""
-    sandbox = Sandbox(tmp_path / "simulator")
-    sandbox.start()
-    try:
-        sandbox.saferme.tokens = {TOKEN}
-        sandbox.saferme.add_report(REPORT, title="Fence down", form_fields=[
-            {"key": FIELD, "value": list(EXISTING)},
-            {"key": IMAGE_FIELD, "field_type": "Image", "value": []},
-            {"key": TEXT_FIELD, "field_type": "ShortTextBox", "value": "keep me"},
-        ])
-        root = tmp_path / "site"
-        root.mkdir()
-        site = Site(root, sandbox, root / "config.yaml")
+    with simulated_site(tmp_path, _seed) as site:
         _configure(site)
         yield site
-    finally:
-        sandbox.stop()
 
 
 def _drop(site: Site, name: str, data: bytes, report: str = REPORT) -> None:

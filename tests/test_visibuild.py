@@ -28,7 +28,7 @@ from daemon.service import make_client
 from daemon.transfer import FileIdentity, hash_file
 from daemon.vendors.base import StepContext
 from daemon.vendors.visibuild import ATTEMPTED, CONFIRMED_BY_422, Visibuild, render_title
-from tests.harness import Site, hotfolder, kill9, run_once_in_process, wait_for, write_config
+from tests.harness import Site, hotfolder, kill9, run_once_in_process, simulated_site, wait_for, write_config
 
 CLIENT_ID = "hotfolder-test"
 CLIENT_SECRET = "vb-secret-5d2a91e7"  # distinctive, so a leak into a log or sidecar is easy to spot
@@ -50,21 +50,19 @@ def _configure(site: Site, **options: Any) -> None:
     site.config_path = write_config(site.root, site.sandbox.url, targets={"visibuild": target})
 
 
+def _seed(sandbox: Sandbox) -> None:
+    sandbox.visibuild.clients = {CLIENT_ID: CLIENT_SECRET}
+    sandbox.visibuild.static_tokens = {STATIC_TOKEN}
+
+
+
+
 @pytest.fixture
 def vsite(tmp_path: Path) -> Iterator[Site]:
     """An installation with a visibuild target (client credentials) and a simulator that knows the client."""
-    sandbox = Sandbox(tmp_path / "simulator")
-    sandbox.start()
-    try:
-        sandbox.visibuild.clients = {CLIENT_ID: CLIENT_SECRET}
-        sandbox.visibuild.static_tokens = {STATIC_TOKEN}
-        root = tmp_path / "site"
-        root.mkdir()
-        site = Site(root, sandbox, root / "config.yaml")
+    with simulated_site(tmp_path, _seed) as site:
         _configure(site)
         yield site
-    finally:
-        sandbox.stop()
 
 
 def _drop(site: Site, record: str, name: str, data: bytes) -> None:

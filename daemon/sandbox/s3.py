@@ -25,12 +25,13 @@ import binascii
 import datetime as dt
 import hashlib
 import hmac
+import json
 import os
 import re
 import secrets
 import tempfile
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, quote
@@ -454,8 +455,6 @@ def s3_error_response(error: S3Error) -> Response:
 # so memory stays flat for any file size.
 
 # Imports of this appended block; kept here so the block stays one contiguous addition to the module.
-import json  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
 
 POST_FIELDS_LIMIT = 20 * 1024  # S3: MaxPostPreDataLengthExceeded beyond this before the file part
 MAX_PART_HEADERS = 8 * 1024

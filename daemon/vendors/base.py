@@ -19,7 +19,7 @@ from daemon.config import TargetSettings
 from daemon.errors import StepError, from_response, from_transport_error, parse_retry_after
 from daemon.limits import TargetGate
 from daemon.pipeline import OutcomeKind
-from daemon.transfer import FileDigests, FileIdentity
+from daemon.transfer import FileDigests, FileIdentity, put_presigned
 
 Ids = Mapping[str, Any]
 RATE_LIMIT_STATUSES = frozenset({420, 429})  # 420 is SaferMe's "Enhance your calm"
@@ -91,6 +91,21 @@ class Vendor:
         return (self.target.name, ctx.record or "", ctx.group or "")
 
     # -- helpers for the vendor modules --------------------------------------------------------
+
+    @staticmethod
+    def keep_presigned_put(ctx: StepContext, url: str, headers: Mapping[str, Any] | None = None) -> None:
+        """Remember a presigned PUT for the upload step, in memory only: its query is a credential."""
+        ctx.scratch["put_url"] = url
+        ctx.scratch["put_headers"] = {str(name): str(value) for name, value in (headers or {}).items()}
+
+    def upload_presigned_put(self, ctx: StepContext) -> Ids:
+        """The upload verb of every presigned-PUT vendor: stream the file to the remembered URL."""
+        url = ctx.scratch.get("put_url")
+        if not url:
+            raise StepError(OutcomeKind.NEED_PRESIGN, "presigned URL not in memory (restart): presign again")
+        etag = put_presigned(self.client, url, ctx.scratch.get("put_headers", {}), ctx.path, ctx.identity)
+        ctx.scratch.pop("put_url", None)  # single use: a retry of a later step never re-sends
+        return {"etag": etag}
 
     def api_error_detail(self, response: httpx.Response) -> str | None:
         """The vendor's own words for a refusal; vendors override where they put it elsewhere."""

@@ -30,7 +30,7 @@ from urllib.parse import quote
 
 from daemon.errors import StepError
 from daemon.pipeline import OutcomeKind
-from daemon.transfer import check_unchanged, iter_file, open_checked, put_presigned
+from daemon.transfer import check_unchanged, iter_file, open_checked
 from daemon.vendors.base import Ids, StepContext, Vendor, require
 
 API = "/api/v2"
@@ -81,19 +81,13 @@ class Fulcrum(Vendor):
             "metadata": {"filename": ctx.name},
         }
         answer = self.call("POST", f"{API}/attachments", "presign", json=body, headers=self._headers).json()
-        ctx.scratch["put_url"] = require(answer, "url", what="presign")
-        ctx.scratch["put_headers"] = dict(answer.get("headers") or {})
+        self.keep_presigned_put(ctx, require(answer, "url", what="presign"), answer.get("headers"))
         return {"attachment_id": require(answer, "id", what="presign")}
 
     def upload(self, ctx: StepContext) -> Ids:
         if self._is_photo:
             return self._upload_photo(ctx)
-        url = ctx.scratch.get("put_url")
-        if not url:
-            raise StepError(OutcomeKind.NEED_PRESIGN, "presigned URL not in memory (restart): presign again")
-        etag = put_presigned(self.client, url, ctx.scratch.get("put_headers", {}), ctx.path, ctx.identity)
-        ctx.scratch.pop("put_url", None)  # single use: a retry of a later step never re-sends
-        return {"etag": etag}
+        return self.upload_presigned_put(ctx)
 
     def finalize(self, ctx: StepContext) -> Ids:
         if self._is_photo:

@@ -38,7 +38,6 @@ from typing import Any
 
 from daemon.errors import StepError
 from daemon.pipeline import OutcomeKind
-from daemon.transfer import put_presigned
 from daemon.vendors.base import Ids, StepContext, Vendor, require
 from daemon.vendors.fulcrum import template_values
 
@@ -65,16 +64,11 @@ class FulcrumLayers(Vendor):
                 OutcomeKind.PERMANENT, f"{ctx.name}: a layers target takes {SUFFIX} files only, refused"
             )
         answer = self.call("GET", f"{API}/file/upload_url.json", "presign", headers=self._headers).json()
-        ctx.scratch["put_url"] = require(answer, "file", "url", what="presign")
+        self.keep_presigned_put(ctx, require(answer, "file", "url", what="presign"))
         return {"file_key": require(answer, "file", "key", what="presign")}
 
     def upload(self, ctx: StepContext) -> Ids:
-        url = ctx.scratch.get("put_url")
-        if not url:
-            raise StepError(OutcomeKind.NEED_PRESIGN, "presigned URL not in memory (restart): presign again")
-        etag = put_presigned(self.client, url, {}, ctx.path, ctx.identity)
-        ctx.scratch.pop("put_url", None)
-        return {"etag": etag}
+        return self.upload_presigned_put(ctx)
 
     def link(self, ctx: StepContext) -> Ids:
         if ctx.ids.get("layer_id"):

@@ -53,7 +53,6 @@ import httpx
 from daemon.config import TargetSettings
 from daemon.errors import StepError, from_response
 from daemon.pipeline import OutcomeKind
-from daemon.transfer import put_presigned
 from daemon.vendors.base import Ids, StepContext, Vendor, require
 
 API = "/api/core/v1"
@@ -117,17 +116,11 @@ class Visibuild(Vendor):
         if not isinstance(url, str) or not isinstance(headers, dict):
             raise StepError(OutcomeKind.TRANSIENT, "presign: answer has no usable upload url and headers")
         # Memory only: the URL's query is a credential, and the headers are what its signature covers.
-        ctx.scratch["put_url"] = url
-        ctx.scratch["put_headers"] = {str(name): str(value) for name, value in headers.items()}
+        self.keep_presigned_put(ctx, url, headers)
         return {"key": str(require(upload, "key", what="presign"))}
 
     def upload(self, ctx: StepContext) -> Ids:
-        url = ctx.scratch.get("put_url")
-        if not url:
-            raise StepError(OutcomeKind.NEED_PRESIGN, "presigned URL not in memory (restart): presign again")
-        etag = put_presigned(self.client, url, ctx.scratch.get("put_headers", {}), ctx.path, ctx.identity)
-        ctx.scratch.pop("put_url", None)  # single use: a retry of a later step never re-sends
-        return {"etag": etag}
+        return self.upload_presigned_put(ctx)
 
     def link(self, ctx: StepContext) -> Ids:
         """One ticket for this file, in the project its folder names."""

@@ -45,6 +45,17 @@ class StepContext:
     def stem(self) -> str:
         return Path(self.name).stem
 
+    def template_values(self) -> dict[str, str]:
+        """What a name/title/caption template may use (config.TEMPLATE_FIELDS); "" where there is none."""
+        return {
+            "name": self.name,
+            "stem": self.stem,
+            "suffix": Path(self.name).suffix,
+            "target": self.target,
+            "record": self.record or "",
+            "group": self.group or "",
+        }
+
 
 class Vendor:
     """Base adapter: every verb is a no-op until a vendor overrides it."""

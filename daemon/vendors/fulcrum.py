@@ -24,7 +24,6 @@ from __future__ import annotations
 import mimetypes
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -147,7 +146,7 @@ class Fulcrum(Vendor):
 
     def _caption(self, ctx: StepContext) -> str:
         template = str(self.target.option("caption") or "")
-        return template.format_map(template_values(ctx))
+        return template.format_map(ctx.template_values())
 
     def _attachment_complete(self, attachment_id: str) -> bool:
         try:
@@ -253,13 +252,3 @@ def _quoted(filename: str) -> str:
     return filename.replace("\r", "%0D").replace("\n", "%0A").replace('"', "%22")
 
 
-def template_values(ctx: StepContext) -> dict[str, str]:
-    """What a name/caption template may use (config.TEMPLATE_FIELDS); "" where there is none."""
-    return {
-        "name": ctx.name,
-        "stem": ctx.stem,
-        "suffix": Path(ctx.name).suffix,
-        "target": ctx.target,
-        "record": ctx.record or "",
-        "group": ctx.group or "",
-    }

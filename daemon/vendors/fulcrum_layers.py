@@ -39,7 +39,6 @@ from typing import Any
 from daemon.errors import StepError
 from daemon.pipeline import OutcomeKind
 from daemon.vendors.base import Ids, StepContext, Vendor, require
-from daemon.vendors.fulcrum import template_values
 
 API = "/api/v2"
 SUFFIX = ".mbtiles"
@@ -95,7 +94,7 @@ class FulcrumLayers(Vendor):
     # -- helpers --------------------------------------------------------------------------------
 
     def _name(self, ctx: StepContext) -> str:
-        return str(self.target.option("name_template")).format_map(template_values(ctx))
+        return str(self.target.option("name_template")).format_map(ctx.template_values())
 
     def _find_ours(self, key: str, name: str, size: int, since: float | None) -> str | None:
         """The id of the layer an earlier attempt created (see the module's rule), or None."""

@@ -45,7 +45,6 @@ import re
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -78,15 +77,7 @@ def content_type_of(name: str) -> str:
 
 def render_title(template: str, ctx: StepContext) -> str:
     """The title template over the fields config.TEMPLATE_FIELDS names; the file name if it comes out empty."""
-    values = {
-        "name": ctx.name,
-        "stem": ctx.stem,
-        "suffix": Path(ctx.name).suffix,
-        "target": ctx.target,
-        "record": ctx.record or "",
-        "group": ctx.group or "",
-    }
-    return template.format_map(values).strip() or ctx.name
+    return template.format_map(ctx.template_values()).strip() or ctx.name
 
 
 class Visibuild(Vendor):

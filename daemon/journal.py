@@ -136,14 +136,31 @@ def _decode(value: str | None) -> Any:
     return None if value is None else json.loads(value)
 
 
+def _text(value: str | None) -> str | bytes | None:
+    """Names that are not UTF-8 arrive as str with surrogate escapes, which SQLite cannot store as
+    text: those are kept as their raw bytes (a BLOB) and turned back into the same str on reading."""
+    if value is None:
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(value)
+    return value
+
+
+def _str(value: str | bytes | None) -> str | None:
+    return os.fsdecode(value) if isinstance(value, bytes) else value
+
+
 def _row_to_job(row: tuple[Any, ...]) -> Job:
     (job_id, target, record, grp, name, relpath, size, mtime_ns, digests, state, attempts,
      next_attempt_at, vendor, last_error, outcome_path, created_at, updated_at, finished_at) = row
     return Job(
-        id=job_id, target=target, record=record, group=grp, name=name, relpath=relpath, size=size,
+        id=job_id, target=_str(target) or "", record=_str(record), group=_str(grp), name=_str(name) or "",
+        relpath=_str(relpath) or "", size=size,
         mtime_ns=mtime_ns, digests=_decode(digests), state=State(state), attempts=attempts,
         next_attempt_at=next_attempt_at, vendor=_decode(vendor) or {}, last_error=_decode(last_error),
-        outcome_path=outcome_path, created_at=created_at, updated_at=updated_at, finished_at=finished_at,
+        outcome_path=_str(outcome_path), created_at=created_at, updated_at=updated_at, finished_at=finished_at,
     )
 
 
@@ -214,15 +231,17 @@ class Journal:
 
     def add_job(
         self, *, target: str, record: str | None, group: str | None, name: str, relpath: str,
-        size: int, mtime_ns: int,
+        size: int, mtime_ns: int, state: State = State.HASH, last_error: Mapping[str, Any] | None = None,
     ) -> Job | None:
-        """A new job at ``hash``; None if an unfinished job for this path already exists."""
+        """A new job (at ``hash``, or ``to_failed`` for a refused file); None if an unfinished job for
+        this path already exists."""
         now = self._clock()
         with self._transaction() as conn:
             cursor = conn.execute(
                 "INSERT OR IGNORE INTO jobs (target, record, grp, name, relpath, size, mtime_ns, state, "
-                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (target, record, group, name, relpath, size, mtime_ns, State.HASH.value, now, now),
+                "last_error, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (_text(target), _text(record), _text(group), _text(name), _text(relpath), size, mtime_ns,
+                 state.value, _encode(last_error), now, now),
             )
             if cursor.rowcount == 0:
                 return None
@@ -240,7 +259,7 @@ class Journal:
     def active_job_for(self, relpath: str) -> Job | None:
         with self._lock:
             row = self._conn.execute(
-                f"SELECT {_COLUMNS} FROM jobs WHERE relpath = ? AND finished_at IS NULL", (relpath,)
+                f"SELECT {_COLUMNS} FROM jobs WHERE relpath = ? AND finished_at IS NULL", (_text(relpath),)
             ).fetchone()
         return None if row is None else _row_to_job(row)
 
@@ -328,7 +347,7 @@ class Journal:
                     job.size if step.size is None else step.size,
                     job.mtime_ns if step.mtime_ns is None else step.mtime_ns,
                     _encode(last_error),
-                    step.outcome_path if step.outcome_path is not None else job.outcome_path,
+                    _text(step.outcome_path if step.outcome_path is not None else job.outcome_path),
                     now, finished_at, job_id,
                 ),
             )
@@ -349,7 +368,7 @@ class Journal:
             rows = self._conn.execute(
                 f"SELECT {_COLUMNS} FROM jobs WHERE target = ? AND record IS ? AND grp = ? "
                 "AND (finished_at IS NULL OR state = ?) ORDER BY id",
-                (target, record, group, State.FAILED.value),
+                (_text(target), _text(record), _text(group), State.FAILED.value),
             ).fetchall()
         return [_row_to_job(row) for row in rows]
 
@@ -361,3 +380,14 @@ class Journal:
                 (current,) = conn.execute("SELECT vendor FROM jobs WHERE id = ?", (job_id,)).fetchone()
                 merged = {**(_decode(current) or {}), **ids}
                 conn.execute("UPDATE jobs SET vendor = ?, updated_at = ? WHERE id = ?", (_encode(merged), now, job_id))
+
+    def same_record_jobs(self, target: str, record: str | None, exclude: int) -> list[Job]:
+        """Other jobs for one record that are done or still under way (not failed or gone), oldest first:
+        the candidates a newly hashed file may duplicate."""
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT {_COLUMNS} FROM jobs WHERE target = ? AND record IS ? AND id != ? "
+                "AND state NOT IN (?, ?, ?) AND digests IS NOT NULL ORDER BY id",
+                (_text(target), _text(record), exclude, State.FAILED.value, State.TO_FAILED.value, State.GONE.value),
+            ).fetchall()
+        return [_row_to_job(row) for row in rows]

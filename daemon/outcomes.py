@@ -302,14 +302,14 @@ def _is_own_sidecar(path: Path, job_id: object) -> bool:
     return isinstance(existing, dict) and existing.get("job_id") == job_id
 
 
-def write_sidecar(file_in_failed: Path, info: Mapping[str, object]) -> Path:
-    """Write ``<name>.error.json`` next to the file, atomically; return its path.
+def write_sidecar(file_in_failed: Path, info: Mapping[str, object], suffix: str = SIDECAR_SUFFIX) -> Path:
+    """Write ``<name><suffix>`` (``.error.json`` by default) next to the file, atomically; return its path.
 
     An existing sidecar is replaced only when it carries the same ``job_id`` (a retry of
     ours); any other is left alone and a free name is used instead.
     """
     directory = file_in_failed.parent
-    wanted = directory / f"{file_in_failed.name}{SIDECAR_SUFFIX}"
+    wanted = directory / f"{file_in_failed.name}{suffix}"
     text = json.dumps(dict(info), indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
     temp = _temp_path(directory, wanted.name)
     try:

@@ -50,6 +50,7 @@ class OutcomeKind(StrEnum):
     PERMANENT = "permanent"  # the vendor refused for good (401/403/4xx validation)
     FILE_CHANGED = "file_changed"  # size/mtime/digest differ from what was hashed: hash again
     FILE_GONE = "file_gone"  # the file is no longer in the inbox
+    DUPLICATE = "duplicate"  # the same bytes are already attached to this record: straight to done/
     PENDING = "pending"  # not ready yet (vendor still processing, siblings not uploaded): ask again later
 
 
@@ -139,6 +140,11 @@ def decide(state: State, attempts: int, outcome: Outcome, policy: RetryPolicy, j
 
     if kind is OutcomeKind.PERMANENT:
         return Decision(State.TO_FAILED, attempts, 0.0, outcome.reason, outcome.status)
+
+    if kind is OutcomeKind.DUPLICATE:
+        if state is not State.PRESIGN:
+            raise ValueError("a duplicate is recognised before presign, before anything is sent")
+        return Decision(State.TO_DONE, attempts, 0.0)
 
     if kind is OutcomeKind.PENDING:
         # Waiting is not a setback: the adapter bounds its own polling (it counts polls in its ids).

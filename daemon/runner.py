@@ -26,7 +26,7 @@ from daemon import outcomes
 from daemon.config import Settings
 from daemon.errors import StepError
 from daemon.journal import Job, Journal, StepRecord
-from daemon.layout import LayoutError, Placement, outcome_path, place
+from daemon.layout import LayoutError, Placement, place
 from daemon.logsetup import redact, redact_value
 from daemon.pipeline import (
     Decision,
@@ -77,25 +77,31 @@ class Runner:
         self._link_locks_guard = threading.Lock()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._refused: set[str] = set()
-        self.refusals: dict[str, str] = {}  # relpath → reason, for status
 
     # -- intake --------------------------------------------------------------------------------
 
     def submit(self, path: Path, stat: os.stat_result) -> Job | None:
-        """A settled file from the watcher: journal it as a job (once per path)."""
+        """A settled file from the watcher: journal it as a job (once per path).
+
+        A file the layout refuses (no record folder, unknown target, a record id that cannot be
+        used) becomes a job that starts at ``to_failed``: it goes to failed/ with the reason, like
+        every other file that cannot be delivered, and ``hotfolder retry`` brings it back.
+        """
+        try:
+            relative = path.relative_to(self.settings.inbox)
+        except ValueError:
+            log.warning("file outside the inbox ignored", file=str(path))
+            return None
         try:
             placement = place(self.settings.inbox, path, self.settings.targets)
         except LayoutError as error:
-            self._refuse(path, error.reason)
-            return None
+            return self._journal_refusal(relative, stat, error.reason)
         adapter = self.adapters.get(placement.target)
         if placement.group is not None and adapter is not None and placement.name == adapter.manifest_name:
             return None  # the folder's description, read when the folder is linked; never uploaded
-        relpath = placement.relpath.as_posix()
         job = self.journal.add_job(
             target=placement.target, record=placement.record, group=placement.group, name=placement.name,
-            relpath=relpath, size=stat.st_size, mtime_ns=stat.st_mtime_ns,
+            relpath=placement.relpath.as_posix(), size=stat.st_size, mtime_ns=stat.st_mtime_ns,
         )
         if job is None:
             return None
@@ -103,12 +109,17 @@ class Runner:
         self.poke()
         return job
 
-    def _refuse(self, path: Path, reason: str) -> None:
-        key = str(path)
-        self.refusals[key] = reason
-        if key not in self._refused:
-            self._refused.add(key)
-            log.warning("file refused, left in place", file=key, reason=reason)
+    def _journal_refusal(self, relative: Path, stat: os.stat_result, reason: str) -> Job | None:
+        parts = relative.parts
+        job = self.journal.add_job(
+            target=parts[0], record=None, group=None, name=relative.name, relpath=relative.as_posix(),
+            size=stat.st_size, mtime_ns=stat.st_mtime_ns, state=State.TO_FAILED,
+            last_error={"step": "intake", "reason": reason, "status": None, "at": self._clock()},
+        )
+        if job is not None:
+            log.warning("file refused; moving it to failed/", job=job.id, file=relative.as_posix(), reason=reason)
+            self.poke()
+        return job
 
     def poke(self) -> None:
         with self._wake:
@@ -261,6 +272,10 @@ class Runner:
             return self._move(job, self.settings.failed, sidecar=True)
 
         adapter = self._adapter(job)
+        if state is State.PRESIGN and self.settings.duplicates == "skip" and job.group is None:
+            twin = self._check_duplicate(job)
+            if twin is not None:
+                return twin
         ctx = self._context(job)
         if state is State.PRESIGN:
             ids = adapter.presign(ctx)
@@ -279,6 +294,27 @@ class Runner:
         else:  # pragma: no cover - decide() never hands out other states
             raise AssertionError(state)
         return _StepResult(Outcome.success(), ids=ids)
+
+    def _check_duplicate(self, job: Job) -> _StepResult | None:
+        """The same bytes already attached to (or on their way to) this record are not sent again.
+
+        Checked before presign, when every twin's digests are durable, so two copies dropped at
+        once cannot both miss each other: the older job goes on, the younger waits for it. If the
+        twin ends in done/ this file follows it there as a duplicate; if it fails, this one is sent.
+        """
+        mine = job.digests or {}
+        for other in self.journal.same_record_jobs(job.target, job.record, exclude=job.id):
+            if not _same_content(mine, other.digests or {}):
+                continue
+            if other.state in (State.DONE, State.TO_DONE):
+                return _StepResult(
+                    Outcome(OutcomeKind.DUPLICATE),
+                    ids={"duplicate_of": other.id, "duplicate_of_file": other.outcome_path or other.relpath},
+                )
+            if other.id < job.id:
+                reason = f"waiting for job {other.id} with the same bytes ({other.name})"
+                return _StepResult(Outcome(OutcomeKind.PENDING, reason, retry_after=1.0))
+        return None
 
     def _adapter(self, job: Job) -> Vendor:
         adapter = self.adapters.get(job.target)
@@ -388,7 +424,8 @@ class Runner:
                 if not source.exists() and not source.is_symlink():
                     # Attached (or failed) but the file itself was taken away meanwhile: nothing to move.
                     return _StepResult(Outcome.success())
-                wanted = outcome_path(root, self._placement(job))
+                # The same place below the outcome root as below the inbox (refused files included).
+                wanted = root / job.relpath
                 planned = outcomes.free_name(wanted.parent, wanted.name)
                 # Journal first: the destination is durable before the file moves (crash rule 5).
                 self.journal.record(job.id, StepRecord(
@@ -403,6 +440,8 @@ class Runner:
                 return _StepResult(Outcome.success())
             if sidecar:
                 outcomes.write_sidecar(final, self._sidecar_info(job, final))
+            elif job.vendor.get("duplicate_of"):
+                outcomes.write_sidecar(final, self._duplicate_note(job, final), suffix=".duplicate.json")
             self._move_manifest_if_last(job, source.parent, final.parent)
         except OSError as error:
             reason = f"cannot move {source} to {root}: {error.strerror or error}"
@@ -429,11 +468,24 @@ class Runner:
                         return  # another file of the folder is still here; it will take the manifest
             outcomes.move_file(manifest, outcomes.free_name(destination, manifest.name))
 
+    def _duplicate_note(self, job: Job, final: Path) -> dict[str, Any]:
+        return {
+            "job_id": job.id,
+            "file": printable(job.name),
+            "note": "the same bytes were already attached to this record; not uploaded again "
+                    "(config: duplicates: skip)",
+            "duplicate_of_job": job.vendor.get("duplicate_of"),
+            "duplicate_of_file": printable(str(job.vendor.get("duplicate_of_file"))),
+            "sha256": (job.digests or {}).get("sha256"),
+            "md5": (job.digests or {}).get("md5"),
+            "moved_to": printable(str(final)),
+        }
+
     def _sidecar_info(self, job: Job, final: Path) -> dict[str, Any]:
         error = dict(job.last_error or {})
         return redact_value({
             "job_id": job.id,
-            "file": job.name,
+            "file": printable(job.name),
             "target": job.target,
             "record": job.record,
             "step": error.get("step"),
@@ -442,9 +494,22 @@ class Runner:
             "attempts": job.attempts,
             "first_seen": _iso(job.created_at),
             "failed_at": _iso(error.get("at") or self._clock()),
-            "moved_to": str(final),
+            "moved_to": printable(str(final)),
         })
 
 
 def _iso(timestamp: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+
+
+def _same_content(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Equal size and an equal digest of a kind both have (vendors hash with different algorithms)."""
+    if a.get("size") != b.get("size"):
+        return False
+    shared = [name for name in ("sha256", "md5") if a.get(name) and b.get(name)]
+    return bool(shared) and all(a[name] == b[name] for name in shared)
+
+
+def printable(name: str) -> str:
+    """A file name as text that can be written anywhere: bytes that were not UTF-8 become \\xNN."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")

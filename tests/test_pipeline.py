@@ -43,6 +43,7 @@ for step in VENDOR_STEPS:
     EXPECTED[(step, OutcomeKind.FILE_CHANGED)] = State.HASH
     EXPECTED[(step, OutcomeKind.FILE_GONE)] = State.GONE
     EXPECTED[(step, OutcomeKind.PENDING)] = step
+EXPECTED[(State.PRESIGN, OutcomeKind.DUPLICATE)] = State.TO_DONE
 for move in MOVE_STATES:
     for kind in OutcomeKind:
         if kind is not OutcomeKind.SUCCESS:
@@ -64,9 +65,15 @@ def test_every_failure_pair(state: State, kind: OutcomeKind) -> None:
 def test_every_active_state_and_kind_is_covered() -> None:
     for state in ACTIVE_STATES:
         for kind in OutcomeKind:
-            if kind is OutcomeKind.SUCCESS:
+            if kind is OutcomeKind.SUCCESS or (kind is OutcomeKind.DUPLICATE and state is not State.PRESIGN):
                 continue
             assert (state, kind) in EXPECTED
+
+
+@pytest.mark.parametrize("state", [State.HASH, State.UPLOAD, State.FINALIZE, State.LINK])
+def test_only_presign_may_call_a_file_a_duplicate(state: State) -> None:
+    with pytest.raises(ValueError):
+        decide(state, 0, Outcome(OutcomeKind.DUPLICATE), POLICY)
 
 
 @pytest.mark.parametrize("state", sorted(TERMINAL_STATES))
@@ -115,8 +122,12 @@ def test_any_outcome_sequence_ends_or_stays_bounded(kinds: list[OutcomeKind]) ->
     for kind in kinds:
         if state in TERMINAL_STATES:
             break
+        if kind is OutcomeKind.DUPLICATE and state is not State.PRESIGN:
+            continue
         decision = decide(state, attempts, Outcome(kind, "x"), POLICY, 0.3)
-        if kind is OutcomeKind.SUCCESS:
+        if kind is OutcomeKind.DUPLICATE:
+            assert decision.state is State.TO_DONE
+        elif kind is OutcomeKind.SUCCESS:
             assert decision.state is {**dict(zip(VENDOR_STEPS, [*VENDOR_STEPS[1:], State.TO_DONE], strict=True)),
                                       State.TO_DONE: State.DONE, State.TO_FAILED: State.FAILED}[state]
         elif decision.state in STEP_ORDER:

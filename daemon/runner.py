@@ -184,9 +184,15 @@ class Runner:
 
     def _postpone_after_bug(self, job: Job) -> None:
         try:
-            self.journal.record(job.id, StepRecord(
-                state=job.state, attempts=job.attempts, next_attempt_at=self._clock() + self.policy.max_backoff,
-                last_error={"step": job.state.value, "reason": "internal error (see log)"},
+            # Re-read: drive() may have committed later steps before it raised, and the job
+            # must never be put back to an earlier step than the journal holds.
+            current = self.journal.get(job.id)
+            if current.finished:
+                return
+            self.journal.record(current.id, StepRecord(
+                state=current.state, attempts=current.attempts,
+                next_attempt_at=self._clock() + self.policy.max_backoff,
+                last_error={"step": current.state.value, "reason": "internal error (see log)"},
             ))
         except Exception:
             log.exception("could not postpone job", job=job.id)
@@ -242,8 +248,13 @@ class Runner:
             fields["ids"] = dict(result.ids)  # vendor ids are not secrets; they make a run traceable
         if decision.delay > 0:
             fields["retry_in"] = round(decision.delay, 2)
-        if result.outcome.kind is OutcomeKind.SUCCESS:
+        kind = result.outcome.kind
+        if kind is OutcomeKind.SUCCESS:
             log.info("step done", **fields)
+        elif kind is OutcomeKind.PENDING:
+            log.debug("waiting", reason=result.outcome.reason, **fields)  # not a failure; may repeat often
+        elif kind is OutcomeKind.DUPLICATE:
+            log.info("same bytes already attached to this record; not sent again", **fields)
         elif decision.state is State.GONE:
             log.warning("file vanished from the inbox; job closed", reason=result.outcome.reason, **fields)
         else:

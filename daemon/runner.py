@@ -455,7 +455,7 @@ class Runner:
                 outcomes.write_sidecar(final, self._duplicate_note(job, final), suffix=".duplicate.json")
             self._move_manifest_if_last(job, source.parent, final.parent)
         except OSError as error:
-            reason = f"cannot move {source} to {root}: {error.strerror or error}"
+            reason = f"cannot move {printable(str(source))} to {root}: {error.strerror or error}"
             return _StepResult(Outcome(OutcomeKind.TRANSIENT, reason))
         if self._on_file_left_inbox is not None:
             self._on_file_left_inbox(source)

@@ -146,7 +146,11 @@ class SaferMe(Vendor):
         current = attachment_ids(_find_field(report, field_key, ctx.record or ""), field_key)
         if any(str(item) == str(attachment_id) for item in current):
             return {"linked": True, "link_was_already_there": True}
-        body = {"report": {"form_fields": [{"key": field_key, "value": [*current, attachment_id]}]}}
+        form_fields = [{"key": field_key, "value": [*current, attachment_id]}]
+        # SaferMe's own docs wrap writes in "report" (Rails style); VENDOR-APIS.md shows form_fields at
+        # the top level. Both carry the same value: a Rails server ignores the unwrapped copy, and a
+        # server that reads the top level finds it, so either reading links the same ids.
+        body = {"report": {"form_fields": form_fields}, "form_fields": form_fields}
         self.call("PATCH", url, "link: write report", ok=(200, 204), json=body, headers=self._headers)
         return {"linked": True}
 

@@ -30,10 +30,14 @@ What is promised, step by step:
 6. Only one unfinished job may exist per inbox path (a partial unique index), so a file
    seen twice (event + rescan, or before and after a restart) never becomes two jobs.
 
-What is not promised: a damaged database file (not a torn tail, but garbage in the main
-file) is moved aside and a fresh journal started, with a loud log line; jobs in flight at
-that moment restart from ``hash``, and their link step's check keeps them from attaching
-twice.
+What is not promised: a damaged database file (not a torn WAL tail, but a main file cut
+mid-page or overwritten) is moved aside whole and a fresh journal started, with a loud log line;
+SQLite cannot salvage rows from it. Files still in the inbox then start again from ``hash``, and
+the link checks above compare ids the fresh journal no longer has. Fulcrum record attachments are
+still recognised (an item of the same name whose bytes, fetched back, hash the same), so they are
+not attached twice; for the other vendors a file whose link landed just before the damage may be
+linked a second time. A WAL file from another database placed beside the journal cannot be told
+apart by SQLite and is applied.
 """
 
 from __future__ import annotations

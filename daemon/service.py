@@ -11,6 +11,7 @@ import structlog
 
 from daemon.config import Settings, TargetSettings
 from daemon.journal import Journal
+from daemon.logsetup import register_secret
 from daemon.runner import Runner
 from daemon.vendors import adapter_class
 from daemon.vendors.base import Vendor
@@ -48,7 +49,9 @@ class Daemon:
         for name, target in settings.targets.items():
             client = make_client(target, settings.workers)
             self.clients.append(client)
-            adapters[name] = adapter_class(target.vendor)(target, client)
+            adapter = adapter_class(target.vendor)(target, client)
+            adapter.secret_found = register_secret
+            adapters[name] = adapter
         self.runner = Runner(settings, self.journal, adapters, on_file_left_inbox=self._forget)
         self.watcher = Watcher(
             settings.inbox,

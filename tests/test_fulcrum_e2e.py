@@ -72,9 +72,10 @@ def test_burst_of_500s_is_retried_then_succeeds(site: Site) -> None:
 
 
 def test_expired_presigned_url_is_presigned_again(site: Site) -> None:
-    site.sandbox.presign_expires = 1
+    # The sandbox signs whole seconds: 2 s (not 1) so that only the held PUT can miss its window.
+    site.sandbox.presign_expires = 2
     # The first PUT is held back past the URL's lifetime, so S3 answers 403 "Request has expired".
-    site.sandbox.add_fault("PUT", r"^/s3/", action="delay", delay=1.6)
+    site.sandbox.add_fault("PUT", r"^/s3/", action="delay", delay=2.6)
     site.drop("rec-1", "late.pdf", b"uploaded on the second URL")
     assert run_once_in_process(site) == 0
     _record_holds_exactly(site, "rec-1", {"late.pdf": b"uploaded on the second URL"})

@@ -20,7 +20,7 @@ from typing import Any
 
 from .espocrm import EspoCRMService
 from .fulcrum import FulcrumService
-from .s3 import S3Service, S3Settings
+from .s3 import S3Service, S3Settings, SigV4
 from .saferme import SaferMeService
 from .server import FaultBook, RequestLog, Router, SandboxHTTPServer, register_control_routes
 from .visibuild import VisibuildService
@@ -28,6 +28,26 @@ from .visibuild import VisibuildService
 __all__ = ["Sandbox"]
 
 _CONFIG_KEYS = {"presign_expires": int, "strict_meta": bool, "max_object_size": int}
+
+
+class _RecordingSigV4(SigV4):
+    """SigV4 that remembers every signature it computes (presigned URLs, POST policies), so a test can
+    search the daemon's logs and files for the credentials this sandbox handed out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._issued: set[str] = set()
+        self._issued_lock = threading.Lock()
+
+    def signature(self, string_to_sign: str, datestamp: str) -> str:
+        value = super().signature(string_to_sign, datestamp)
+        with self._issued_lock:
+            self._issued.add(value)
+        return value
+
+    def issued(self) -> set[str]:
+        with self._issued_lock:
+            return set(self._issued)
 
 
 class Sandbox:
@@ -51,11 +71,13 @@ class Sandbox:
         self.router = Router()
         self.faults = FaultBook()
         self.log = RequestLog(echo=echo_requests)
+        self._signer = _RecordingSigV4()
         self.s3 = S3Service(
             self.data_dir / "s3",
             S3Settings(
                 presign_expires=presign_expires, max_object_size=max_object_size, strict_meta=strict_meta
             ),
+            self._signer,
         )
         self.fulcrum = FulcrumService(self.s3, fulcrum_tokens)
         self.visibuild = VisibuildService(self.s3)
@@ -72,6 +94,8 @@ class Sandbox:
     # -- lifecycle --------------------------------------------------------------------------------------
 
     def start(self) -> Sandbox:
+        """Listen and serve. After ``stop()``, starting again rebinds the same port (SO_REUSEADDR) and
+        keeps every record, blob and fault: the vendor was down for a while, then came back."""
         if self._server is not None:
             return self
         self._server = SandboxHTTPServer((self.host, self.port), self)
@@ -89,6 +113,7 @@ class Sandbox:
         return self
 
     def stop(self) -> None:
+        """Close the listening socket and every open connection: clients now meet connection refused."""
         server, self._server = self._server, None
         if server is None:
             return
@@ -159,11 +184,15 @@ class Sandbox:
         body: str = "",
         delay: float = 0.0,
         action: str = "respond",
+        after_bytes: int = 0,
     ) -> None:
         """The next ``count`` requests with this method (or "*") whose path, without the query, matches
         ``path_regex`` (re.search) get the fault instead of the real answer. Faults are consumed in the
         order added. ``action``: "respond" (status/headers/body after ``delay``), "reset" (abort the TCP
-        connection), "delay" (sleep ``delay``, then answer normally). /_sandbox/ paths are never faulted."""
+        connection, after reading ``after_bytes`` of the request body: a reset mid-upload), "delay" (sleep
+        ``delay``, then handle the request normally), "late" (handle the request normally, then sleep
+        ``delay`` before answering: the vendor acted but the client may have stopped waiting).
+        /_sandbox/ paths are never faulted."""
         self.faults.add(
             method,
             path_regex,
@@ -173,10 +202,20 @@ class Sandbox:
             body=body,
             delay=delay,
             action=action,
+            after_bytes=after_bytes,
         )
 
     def clear_faults(self) -> None:
         self.faults.clear()
+
+    def issued_signatures(self) -> set[str]:
+        """Every SigV4 signature this sandbox computed: those in presigned URLs and POST forms it issued."""
+        return self._signer.issued()
+
+    def issued_access_tokens(self) -> set[str]:
+        """The Visibuild OAuth access tokens issued and not yet expired or revoked."""
+        with self.visibuild._lock:
+            return set(self.visibuild._grants)
 
     def requests(self) -> list[dict[str, Any]]:
         """Every request served: {"method", "path" (no query string), "status" (0 = reset), "at"}."""

@@ -17,8 +17,9 @@ Connections are HTTP/1.1 keep-alive, as the daemon's client expects. Two rules k
   instead of meeting a reset that discards it.
 
 Fault injection runs before routing: the next matching fault either answers in the route's place, delays
-it, or resets the TCP connection. The request log records method, path (never the query: presigned URLs
-carry signatures), status and time.
+it, resets the TCP connection (at once, or after reading part of the request body), or lets the route do
+its work and holds the answer back ("late": the vendor acted, the client gave up waiting). The request
+log records method, path (never the query: presigned URLs carry signatures), status and time.
 """
 
 from __future__ import annotations
@@ -246,7 +247,7 @@ class Router:
 
 # -- faults and the request log ---------------------------------------------------------------------------
 
-FAULT_ACTIONS = ("respond", "reset", "delay")
+FAULT_ACTIONS = ("respond", "reset", "delay", "late")
 
 
 @dataclass
@@ -259,6 +260,7 @@ class Fault:
     body: str
     delay: float
     action: str
+    after_bytes: int = 0  # "reset": body bytes to read first, so the reset lands mid-upload
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -270,6 +272,7 @@ class Fault:
             "body": self.body,
             "delay": self.delay,
             "action": self.action,
+            "after_bytes": self.after_bytes,
         }
 
 
@@ -291,6 +294,7 @@ class FaultBook:
         body: str = "",
         delay: float = 0.0,
         action: str = "respond",
+        after_bytes: int = 0,
     ) -> None:
         if action not in FAULT_ACTIONS:
             raise ValueError(f"action must be one of {', '.join(FAULT_ACTIONS)}, not {action!r}")
@@ -298,6 +302,8 @@ class FaultBook:
             raise ValueError("count must be at least 1")
         if not 100 <= status <= 599:
             raise ValueError("status must be an HTTP status code")
+        if after_bytes < 0:
+            raise ValueError("after_bytes must not be negative")
         fault = Fault(
             method.upper(),
             re.compile(path_regex),
@@ -307,6 +313,7 @@ class FaultBook:
             body,
             float(delay),
             action,
+            int(after_bytes),
         )
         with self._lock:
             self._faults.append(fault)
@@ -391,10 +398,11 @@ class _Handler(BaseHTTPRequestHandler):
 
         fault = None if raw_path.startswith(CONTROL_PREFIX) else app.faults.take(self.command, raw_path)
         if fault is not None and fault.action == "reset":
+            self._read_some(request, fault.after_bytes)
             app.log.add(self.command, raw_path, 0)
             self._reset()
             return
-        if fault is not None and fault.delay > 0:
+        if fault is not None and fault.delay > 0 and fault.action != "late":
             time.sleep(fault.delay)
         if fault is not None and fault.action == "respond":
             response = Response(fault.status, fault.body.encode(), dict(fault.headers))
@@ -404,6 +412,9 @@ class _Handler(BaseHTTPRequestHandler):
             except Exception as error:  # a bug in a simulator must not kill the connection silently
                 print(f"sandbox: {self.command} {raw_path} failed: {error!r}", file=sys.stderr)
                 response = json_response(500, {"error": "Internal Server Error"})
+        if fault is not None and fault.action == "late":
+            # The route has done its work (a record written, a ticket made); only the answer is slow.
+            time.sleep(fault.delay)
         self._answer(request, response)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _dispatch
@@ -448,6 +459,17 @@ class _Handler(BaseHTTPRequestHandler):
                 pass
         except OSError:
             pass
+
+    @staticmethod
+    def _read_some(request: Request, count: int) -> int:
+        """Read (and drop) up to ``count`` bytes of the body: how far an upload got before its reset."""
+        received = 0
+        while received < count:
+            data = request.read(min(COPY_SIZE, count - received))
+            if not data:
+                break
+            received += len(data)
+        return received
 
     def _reset(self) -> None:
         """Abort the connection with a TCP RST (SO_LINGER 0), reading nothing more."""
@@ -509,6 +531,7 @@ class Controls(Protocol):
         body: str = "",
         delay: float = 0.0,
         action: str = "respond",
+        after_bytes: int = 0,
     ) -> None: ...
     def clear_faults(self) -> None: ...
     def configure(self, settings: dict[str, Any]) -> dict[str, Any]: ...

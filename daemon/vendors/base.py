@@ -70,6 +70,9 @@ class Vendor:
     def __init__(self, target: TargetSettings, client: httpx.Client) -> None:
         self.target = target
         self.client = client
+        # Credentials learnt at run time (OAuth access tokens) are reported here; the service points
+        # it at the log redactor, which also guards the journal and sidecars. Vendors import no logging.
+        self.secret_found: Callable[[str], None] = lambda secret: None
         # Shared by every job of this target: pacing, upload slots, and the pause after a 429/420.
         self.gate = TargetGate(
             target.name,

@@ -21,11 +21,14 @@ What the target's options change:
 
 from __future__ import annotations
 
+import hashlib
 import mimetypes
 import uuid
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
+
+import httpx
 
 from daemon.errors import StepError
 from daemon.pipeline import OutcomeKind
@@ -132,10 +135,52 @@ class Fulcrum(Vendor):
         items = list(form_values.get(field_key) or [])
         if any(isinstance(existing, dict) and existing.get(id_key) == item[id_key] for existing in items):
             return {"linked": True, "link_was_already_there": True}
+        if id_key == "attachment_id":
+            # A job that lost its journal (reset after damage) comes back with a fresh attachment id:
+            # the same name with the same bytes on the record is then that earlier link, not a new one.
+            twin = self._same_file_on_record(ctx, items)
+            if twin is not None:
+                return {"linked": True, "link_was_already_there": True, "matched_attachment_id": twin}
         items.append(item)
         record["form_values"] = {**form_values, field_key: items}
         self.call("PUT", self._record_url(ctx), "link: write record", json={"record": record}, headers=self._headers)
         return {"linked": True}
+
+    def _same_file_on_record(self, ctx: StepContext, items: list[Any]) -> str | None:
+        """The id of an attachment in ``items`` with our name, size and SHA-256, or None.
+
+        Only items with our name are looked at, so the usual cost is nothing; a candidate of our size
+        is downloaded (its presigned URL, without our token) and hashed to be sure it is our file.
+        """
+        if ctx.digests is None or not ctx.digests.sha256:
+            return None
+        for existing in items:
+            if not isinstance(existing, dict) or existing.get("name") != ctx.name or not existing.get("attachment_id"):
+                continue
+            candidate = str(existing["attachment_id"])
+            try:
+                answer = self.call("GET", f"{API}/attachments/{quote(candidate, safe='')}", "link: check attachment",
+                                   headers=self._headers).json()
+            except StepError as error:
+                if error.kind is OutcomeKind.PERMANENT:
+                    continue  # not ours to read (gone, another owner): not our file
+                raise
+            attachment = answer.get("attachment", answer) if isinstance(answer, dict) else {}
+            url = attachment.get("url")
+            if attachment.get("file_size") != ctx.identity.size or not isinstance(url, str) or not url:
+                continue
+            digest = hashlib.sha256()
+            try:
+                with self.client.stream("GET", url) as response:
+                    if response.status_code != 200:
+                        continue
+                    for chunk in response.iter_bytes():
+                        digest.update(chunk)
+            except httpx.TransportError as exc:
+                raise StepError(OutcomeKind.TRANSIENT, f"link: check attachment {candidate}: {exc}") from exc
+            if digest.hexdigest() == ctx.digests.sha256:
+                return candidate
+        return None
 
     def _confirm_form_attachment(self, attachment_id: str) -> Ids:
         """Form-owned attachments have no record to write: check that finalize took, and stop there."""

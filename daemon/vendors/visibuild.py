@@ -209,6 +209,7 @@ class Visibuild(Vendor):
         token = answer.get("access_token") if isinstance(answer, dict) else None
         if not isinstance(token, str) or not token:
             raise StepError(OutcomeKind.TRANSIENT, f"{what}: answer lacks 'access_token'")
+        self.secret_found(token)  # a vendor error that echoes it back must not carry it into a sidecar
         return token, _lifetime(answer.get("expires_in"))
 
     def api_error_detail(self, response: httpx.Response) -> str | None:

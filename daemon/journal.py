@@ -47,9 +47,9 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +115,21 @@ class Job:
         return self.finished_at is not None
 
 
+@dataclass(frozen=True)
+class NewJob:
+    """A file about to enter the journal."""
+
+    target: str
+    record: str | None
+    group: str | None
+    name: str
+    relpath: str
+    size: int
+    mtime_ns: int
+    state: State = State.HASH
+    last_error: Mapping[str, Any] | None = None
+
+
 @dataclass
 class StepRecord:
     """What one step changes on a job; fields left at None are kept as they are."""
@@ -173,12 +188,15 @@ class JournalCorrupt(Exception):
 
 
 class Journal:
-    """Thread-safe: one connection guarded by a lock (SQLite serialises writers anyway)."""
+    """Thread-safe. Writes go through one connection under a lock (SQLite serialises writers
+    anyway); reads use a second connection under their own lock, so a worker looking for work
+    never queues behind another worker's fsync. In WAL mode a read sees every committed write."""
 
     def __init__(self, path: Path, *, clock: Any = time.time) -> None:
         self.path = path
         self._clock = clock
         self._lock = threading.RLock()
+        self._read_lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
         self.recovered_from: Path | None = None
         try:
@@ -188,6 +206,8 @@ class Journal:
             # the damaged file for a person to look at and start afresh; see the essay above.
             self.recovered_from = self._move_aside(path)
             self._conn = self._open(path)
+        self._reader = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._reader.execute("PRAGMA query_only=1")
 
     @staticmethod
     def _open(path: Path) -> sqlite3.Connection:
@@ -196,6 +216,9 @@ class Journal:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
+            # Checked at every open, never by reading the file ourselves: closing any other file
+            # descriptor on the database drops this process's POSIX locks on it, and another
+            # process may then checkpoint and delete the WAL under us (SQLite's documented pitfall).
             (ok,) = conn.execute("PRAGMA quick_check").fetchone()
             if ok != "ok":
                 raise sqlite3.DatabaseError(f"quick_check: {ok}")
@@ -217,8 +240,14 @@ class Journal:
         return aside
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._read_lock:
+            self._reader.close()
             self._conn.close()
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self._read_lock:
+            yield self._reader
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -239,38 +268,50 @@ class Journal:
     ) -> Job | None:
         """A new job (at ``hash``, or ``to_failed`` for a refused file); None if an unfinished job for
         this path already exists."""
+        added = self.add_jobs([NewJob(target, record, group, name, relpath, size, mtime_ns, state, last_error)])
+        return added[0] if added else None
+
+    def add_jobs(self, new_jobs: Sequence[NewJob]) -> list[Job]:
+        """Journal many files in one transaction (one fsync): a rescan of 100,000 files at start
+        would otherwise spend minutes in fsync. Paths with an unfinished job are skipped."""
         now = self._clock()
+        added: list[Job] = []
         with self._transaction() as conn:
-            cursor = conn.execute(
-                "INSERT OR IGNORE INTO jobs (target, record, grp, name, relpath, size, mtime_ns, state, "
-                "last_error, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (_text(target), _text(record), _text(group), _text(name), _text(relpath), size, mtime_ns,
-                 state.value, _encode(last_error), now, now),
-            )
-            if cursor.rowcount == 0:
-                return None
-            job_id = cursor.lastrowid
-            row = conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return _row_to_job(row)
+            for new in new_jobs:
+                cursor = conn.execute(
+                    "INSERT OR IGNORE INTO jobs (target, record, grp, name, relpath, size, mtime_ns, state, "
+                    "last_error, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (_text(new.target), _text(new.record), _text(new.group), _text(new.name), _text(new.relpath),
+                     new.size, new.mtime_ns, new.state.value, _encode(new.last_error), now, now),
+                )
+                if cursor.rowcount:
+                    added.append(Job(
+                        id=int(cursor.lastrowid or 0), target=new.target, record=new.record, group=new.group,
+                        name=new.name, relpath=new.relpath, size=new.size, mtime_ns=new.mtime_ns, digests=None,
+                        state=new.state, attempts=0, next_attempt_at=0.0, vendor={},
+                        last_error=dict(new.last_error) if new.last_error is not None else None,
+                        outcome_path=None, created_at=now, updated_at=now, finished_at=None,
+                    ))
+        return added
 
     def get(self, job_id: int) -> Job:
-        with self._lock:
-            row = self._conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        with self._read() as conn:
+            row = conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
             raise KeyError(job_id)
         return _row_to_job(row)
 
     def active_job_for(self, relpath: str) -> Job | None:
-        with self._lock:
-            row = self._conn.execute(
+        with self._read() as conn:
+            row = conn.execute(
                 f"SELECT {_COLUMNS} FROM jobs WHERE relpath = ? AND finished_at IS NULL", (_text(relpath),)
             ).fetchone()
         return None if row is None else _row_to_job(row)
 
     def ready_jobs(self, now: float, limit: int, exclude: set[int] | frozenset[int] = frozenset()) -> list[Job]:
         """Unfinished jobs whose retry time has come, oldest retry time first."""
-        with self._lock:
-            rows = self._conn.execute(
+        with self._read() as conn:
+            rows = conn.execute(
                 f"SELECT {_COLUMNS} FROM jobs WHERE finished_at IS NULL AND next_attempt_at <= ? "
                 "ORDER BY next_attempt_at, id LIMIT ?",
                 (now, limit + len(exclude)),
@@ -280,8 +321,8 @@ class Journal:
 
     def next_wakeup(self, exclude: set[int] | frozenset[int] = frozenset()) -> float | None:
         """The earliest retry time among unfinished jobs not in ``exclude``."""
-        with self._lock:
-            rows = self._conn.execute(
+        with self._read() as conn:
+            rows = conn.execute(
                 "SELECT id, next_attempt_at FROM jobs WHERE finished_at IS NULL "
                 "ORDER BY next_attempt_at LIMIT ?",
                 (len(exclude) + 1,),
@@ -292,13 +333,13 @@ class Journal:
         return None
 
     def unfinished_count(self) -> int:
-        with self._lock:
-            (count,) = self._conn.execute("SELECT COUNT(*) FROM jobs WHERE finished_at IS NULL").fetchone()
+        with self._read() as conn:
+            (count,) = conn.execute("SELECT COUNT(*) FROM jobs WHERE finished_at IS NULL").fetchone()
         return int(count)
 
     def counts_by_state(self) -> dict[str, int]:
-        with self._lock:
-            rows = self._conn.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
+        with self._read() as conn:
+            rows = conn.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
         return {state: count for state, count in rows}
 
     def jobs(
@@ -316,8 +357,8 @@ class Journal:
             query += " WHERE " + " AND ".join(conditions)
         query += " ORDER BY id DESC LIMIT ?"
         args.append(limit)
-        with self._lock:
-            rows = self._conn.execute(query, args).fetchall()
+        with self._read() as conn:
+            rows = conn.execute(query, args).fetchall()
         return [_row_to_job(row) for row in rows]
 
     # -- recording steps -----------------------------------------------------------------------
@@ -340,36 +381,44 @@ class Journal:
                 last_error = None
             if step.last_error is not None:
                 last_error = dict(step.last_error)
-            finished_at = now if step.state in (State.DONE, State.FAILED, State.GONE) else None
+            updated = replace(
+                job,
+                state=step.state,
+                attempts=step.attempts,
+                next_attempt_at=step.next_attempt_at,
+                vendor=vendor,
+                digests=step.digests if step.digests is not None else job.digests,
+                size=job.size if step.size is None else step.size,
+                mtime_ns=job.mtime_ns if step.mtime_ns is None else step.mtime_ns,
+                last_error=last_error,
+                outcome_path=step.outcome_path if step.outcome_path is not None else job.outcome_path,
+                updated_at=now,
+                finished_at=now if step.state in (State.DONE, State.FAILED, State.GONE) else None,
+            )
             conn.execute(
                 "UPDATE jobs SET state = ?, attempts = ?, next_attempt_at = ?, vendor = ?, digests = ?, "
                 "size = ?, mtime_ns = ?, last_error = ?, outcome_path = ?, updated_at = ?, finished_at = ? "
                 "WHERE id = ?",
                 (
-                    step.state.value, step.attempts, step.next_attempt_at, _encode(vendor),
-                    _encode(step.digests if step.digests is not None else job.digests),
-                    job.size if step.size is None else step.size,
-                    job.mtime_ns if step.mtime_ns is None else step.mtime_ns,
-                    _encode(last_error),
-                    _text(step.outcome_path if step.outcome_path is not None else job.outcome_path),
-                    now, finished_at, job_id,
+                    updated.state.value, updated.attempts, updated.next_attempt_at, _encode(updated.vendor),
+                    _encode(updated.digests), updated.size, updated.mtime_ns, _encode(updated.last_error),
+                    _text(updated.outcome_path), now, updated.finished_at, job_id,
                 ),
             )
-            row = conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return _row_to_job(row)
+        return updated
 
     def failed_since(self, since: float) -> int:
         """How many jobs ended in failed/ at or after ``since`` (for `hotfolder once`)."""
-        with self._lock:
-            (count,) = self._conn.execute(
+        with self._read() as conn:
+            (count,) = conn.execute(
                 "SELECT COUNT(*) FROM jobs WHERE state = ? AND finished_at >= ?", (State.FAILED.value, since)
             ).fetchone()
         return int(count)
 
     def group_jobs(self, target: str, record: str | None, group: str) -> list[Job]:
         """The jobs of one group folder that are unfinished or ended in failure, oldest first."""
-        with self._lock:
-            rows = self._conn.execute(
+        with self._read() as conn:
+            rows = conn.execute(
                 f"SELECT {_COLUMNS} FROM jobs WHERE target = ? AND record IS ? AND grp = ? "
                 "AND (finished_at IS NULL OR state = ?) ORDER BY id",
                 (_text(target), _text(record), _text(group), State.FAILED.value),
@@ -387,11 +436,11 @@ class Journal:
 
     def same_record_jobs(self, target: str, record: str | None, exclude: int) -> list[Job]:
         """Other jobs for one record that are done or still under way (not failed or gone), oldest first:
-        the candidates a newly hashed file may duplicate."""
-        with self._lock:
-            rows = self._conn.execute(
+        the candidates a newly hashed file may duplicate (some not hashed yet: digests None)."""
+        with self._read() as conn:
+            rows = conn.execute(
                 f"SELECT {_COLUMNS} FROM jobs WHERE target = ? AND record IS ? AND id != ? "
-                "AND state NOT IN (?, ?, ?) AND digests IS NOT NULL ORDER BY id",
+                "AND state NOT IN (?, ?, ?) ORDER BY id",
                 (_text(target), _text(record), exclude, State.FAILED.value, State.TO_FAILED.value, State.GONE.value),
             ).fetchall()
         return [_row_to_job(row) for row in rows]

@@ -37,6 +37,8 @@ import stat
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
+from daemon.layout import MAX_SEGMENT_BYTES
+
 TEMP_SUFFIX = ".hotfolder-part"
 SIDECAR_SUFFIX = ".error.json"
 
@@ -64,14 +66,32 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _shorten(text: str, max_bytes: int) -> str:
+    """``text`` cut by whole characters (never inside one's UTF-8 bytes) to at most ``max_bytes``."""
+    while text and len(os.fsencode(text)) > max_bytes:
+        text = text[:-1]
+    return text
+
+
+def _fit(head: str, tail: str) -> str:
+    """``head + tail``, ``head`` shortened so the name fits in NAME_MAX bytes.
+
+    A file name of 255 bytes is legal, and so is the file; "name (2).ext" or "name.error.json"
+    beside it would not be (ENAMETOOLONG), and a move that fails so is retried forever.
+    """
+    return _shorten(head, MAX_SEGMENT_BYTES - len(os.fsencode(tail))) + tail
+
+
 def _candidate_names(name: str) -> Iterator[str]:
     """``name``, then ``stem (2).ext``, ``stem (3).ext``, ... (only the last suffix is kept apart)."""
     yield name
     dot = name.rfind(".")
     # A leading dot (".profile") is part of the stem, not a suffix.
     stem, ext = (name[:dot], name[dot:]) if dot > 0 else (name, "")
+    if len(os.fsencode(ext)) > MAX_SEGMENT_BYTES // 2:
+        stem, ext = name, ""  # "a.<250 bytes>": no room for a stem, so that is no extension
     for number in range(2, _MAX_CANDIDATES + 1):
-        yield f"{stem} ({number}){ext}"
+        yield _fit(stem, f" ({number}){ext}")
 
 
 def free_name(directory: Path, name: str) -> Path:
@@ -166,9 +186,21 @@ def _place(src: Path, dest: Path, inode: int) -> tuple[Path, bool]:
     raise FileExistsError(errno.EEXIST, "no free name left", str(dest))
 
 
+_TEMP_TAIL_BYTES = len(f".{'0' * 8}{TEMP_SUFFIX}")  # what _temp_path puts after the head
+
+
+def _temp_head(name: str) -> str:
+    """``.<name>``, shortened so that ``.<8 hex><TEMP_SUFFIX>`` still fits after it.
+
+    Two long names sharing their first ~230 bytes share this head, so a leftover sweep for one
+    may remove the other's temp file while it is written; that move then fails and is retried.
+    """
+    return _shorten(f".{name}", MAX_SEGMENT_BYTES - _TEMP_TAIL_BYTES)
+
+
 def _temp_path(directory: Path, name: str) -> Path:
     # A random part so that two workers planning the same name never share a temp file.
-    return directory / f".{name}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+    return directory / f"{_temp_head(name)}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
 
 
 def _copy_to_temp(src: Path, dest: Path, expected: os.stat_result) -> Path:
@@ -225,7 +257,14 @@ def move_file(src: Path, dest: Path) -> Path:
     ``OSError`` the source stays in place and no temp file is left behind.
     """
     expected = _regular_file_stat(src)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        # mkdir's own words, "File exists", would send a person looking for a clash of file names;
+        # what blocks the move is a non-folder where the folder should be.
+        raise NotADirectoryError(
+            errno.ENOTDIR, f"{dest.parent} exists but is not a folder", str(dest.parent)
+        ) from None
     try:
         final, linked = _place(src, dest, expected.st_ino)
     except OSError as error:
@@ -242,7 +281,7 @@ def move_file(src: Path, dest: Path) -> Path:
 
 
 def _remove_leftover_temps(dest: Path) -> None:
-    prefix = f".{dest.name}."
+    prefix = f"{_temp_head(dest.name)}."
     with contextlib.suppress(FileNotFoundError, NotADirectoryError):
         for entry in os.scandir(dest.parent):
             if entry.name.startswith(prefix) and entry.name.endswith(TEMP_SUFFIX):
@@ -309,7 +348,7 @@ def write_sidecar(file_in_failed: Path, info: Mapping[str, object], suffix: str 
     ours); any other is left alone and a free name is used instead.
     """
     directory = file_in_failed.parent
-    wanted = directory / f"{file_in_failed.name}{suffix}"
+    wanted = directory / _fit(file_in_failed.name, suffix)  # a 255-byte name leaves no room for suffix
     text = json.dumps(dict(info), indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
     temp = _temp_path(directory, wanted.name)
     try:

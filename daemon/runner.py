@@ -26,7 +26,7 @@ from daemon import outcomes
 from daemon.config import Settings
 from daemon.errors import StepError
 from daemon.journal import Job, Journal, StepRecord
-from daemon.layout import LayoutError, Placement, place
+from daemon.layout import LayoutError, Placement, place, validate_segment
 from daemon.logsetup import redact, redact_value
 from daemon.pipeline import (
     Decision,
@@ -315,7 +315,14 @@ class Runner:
         """
         mine = job.digests or {}
         for other in self.journal.same_record_jobs(job.target, job.record, exclude=job.id):
-            if not _same_content(mine, other.digests or {}):
+            if other.digests is None:
+                if other.id < job.id and other.size == job.size:
+                    # An older file of the same size is not hashed yet: it may be our twin and it
+                    # goes first, so wait until its digests are known.
+                    reason = f"waiting for job {other.id} ({other.name}, same size) to be hashed"
+                    return _StepResult(Outcome(OutcomeKind.PENDING, reason, retry_after=0.5))
+                continue
+            if not _same_content(mine, other.digests):
                 continue
             if other.state in (State.DONE, State.TO_DONE):
                 return _StepResult(
@@ -341,6 +348,15 @@ class Runner:
         return self.settings.inbox / job.relpath
 
     def _context(self, job: Job) -> StepContext:
+        # Checked again here, not only in layout.place: a journal row may not have come from place()
+        # (hand-edited, older version), and percent-encoding cannot neutralise "." or "..", which
+        # HTTP clients resolve as dot segments ("/reports/.." becomes "/").
+        try:
+            for segment, what in ((job.record, "record id"), (job.group, "folder"), (job.name, "file name")):
+                if segment is not None:
+                    validate_segment(segment, what)
+        except LayoutError as error:
+            raise StepError(OutcomeKind.PERMANENT, error.reason) from None
         digests = FileDigests.from_dict(job.digests) if job.digests else None
         return StepContext(
             job_id=job.id, target=job.target, record=job.record, group=job.group, name=job.name,

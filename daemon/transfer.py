@@ -256,11 +256,20 @@ def _scrub(text: str, url: str) -> str:
     return text.replace(query, "[redacted]") if query else text
 
 
-def _body_headers(headers: Mapping[str, str], size: int) -> dict[str, str]:
-    """The caller's (signed) headers verbatim, with framing that is ours alone to set."""
+def _body_headers(headers: Mapping[str, str], size: int) -> list[tuple[bytes, bytes]]:
+    """The caller's (signed) headers verbatim, with framing that is ours alone to set.
+
+    As bytes, UTF-8: a vendor echoes the file name in a header (Fulcrum's x-amz-meta-filename),
+    and httpx encodes str values as ASCII, so "café.pdf" would raise UnicodeEncodeError (a
+    worker error, retried forever) instead of being sent as the vendor gave it to us.
+    """
     framing = {"content-length", "transfer-encoding"}
-    out = {name: value for name, value in headers.items() if name.lower() not in framing}
-    out["Content-Length"] = str(size)
+    out = [
+        (name.encode("utf-8"), value.encode("utf-8"))
+        for name, value in headers.items()
+        if name.lower() not in framing
+    ]
+    out.append((b"Content-Length", str(size).encode("ascii")))
     return out
 
 

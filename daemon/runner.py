@@ -14,7 +14,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -25,7 +25,7 @@ import yaml
 from daemon import outcomes
 from daemon.config import Settings
 from daemon.errors import StepError
-from daemon.journal import Job, Journal, StepRecord
+from daemon.journal import Job, Journal, NewJob, StepRecord
 from daemon.layout import LayoutError, Placement, place, validate_segment
 from daemon.logsetup import redact, redact_value
 from daemon.pipeline import (
@@ -81,45 +81,51 @@ class Runner:
     # -- intake --------------------------------------------------------------------------------
 
     def submit(self, path: Path, stat: os.stat_result) -> Job | None:
-        """A settled file from the watcher: journal it as a job (once per path).
+        """A settled file from the watcher: journal it as a job (once per path)."""
+        added = self.submit_many([(path, stat)])
+        return added[0] if added else None
+
+    def submit_many(self, files: Sequence[tuple[Path, os.stat_result]]) -> list[Job]:
+        """Settled files from the watcher, journaled in one transaction (one fsync for all).
 
         A file the layout refuses (no record folder, unknown target, a record id that cannot be
         used) becomes a job that starts at ``to_failed``: it goes to failed/ with the reason, like
         every other file that cannot be delivered, and ``hotfolder retry`` brings it back.
         """
+        new_jobs = [new for path, stat in files if (new := self._new_job(path, stat)) is not None]
+        added = self.journal.add_jobs(new_jobs) if new_jobs else []
+        for job in added:
+            if job.state is State.TO_FAILED:
+                log.warning("file refused; moving it to failed/", job=job.id, file=printable(job.relpath),
+                            reason=(job.last_error or {}).get("reason"))
+            else:
+                log.info("file queued", job=job.id, target=job.target, record=job.record, file=job.name,
+                         bytes=job.size)
+        if added:
+            self.poke()
+        return added
+
+    def _new_job(self, path: Path, stat: os.stat_result) -> NewJob | None:
         try:
             relative = path.relative_to(self.settings.inbox)
         except ValueError:
-            log.warning("file outside the inbox ignored", file=str(path))
+            log.warning("file outside the inbox ignored", file=printable(str(path)))
             return None
         try:
             placement = place(self.settings.inbox, path, self.settings.targets)
         except LayoutError as error:
-            return self._journal_refusal(relative, stat, error.reason)
+            return NewJob(
+                target=relative.parts[0], record=None, group=None, name=relative.name,
+                relpath=relative.as_posix(), size=stat.st_size, mtime_ns=stat.st_mtime_ns, state=State.TO_FAILED,
+                last_error={"step": "intake", "reason": error.reason, "status": None, "at": self._clock()},
+            )
         adapter = self.adapters.get(placement.target)
         if placement.group is not None and adapter is not None and placement.name == adapter.manifest_name:
             return None  # the folder's description, read when the folder is linked; never uploaded
-        job = self.journal.add_job(
+        return NewJob(
             target=placement.target, record=placement.record, group=placement.group, name=placement.name,
             relpath=placement.relpath.as_posix(), size=stat.st_size, mtime_ns=stat.st_mtime_ns,
         )
-        if job is None:
-            return None
-        log.info("file queued", job=job.id, target=job.target, record=job.record, file=job.name, bytes=job.size)
-        self.poke()
-        return job
-
-    def _journal_refusal(self, relative: Path, stat: os.stat_result, reason: str) -> Job | None:
-        parts = relative.parts
-        job = self.journal.add_job(
-            target=parts[0], record=None, group=None, name=relative.name, relpath=relative.as_posix(),
-            size=stat.st_size, mtime_ns=stat.st_mtime_ns, state=State.TO_FAILED,
-            last_error={"step": "intake", "reason": reason, "status": None, "at": self._clock()},
-        )
-        if job is not None:
-            log.warning("file refused; moving it to failed/", job=job.id, file=relative.as_posix(), reason=reason)
-            self.poke()
-        return job
 
     def poke(self) -> None:
         with self._wake:

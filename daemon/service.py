@@ -61,6 +61,7 @@ class Daemon:
             rescan_interval=settings.watch.rescan,
             ignore=settings.watch.ignore,
             on_ready=self.runner.submit,
+            on_ready_batch=self.runner.submit_many,
             on_refused=self._refused,
         )
 

@@ -80,6 +80,8 @@ from watchdog.observers.polling import PollingObserverVFS
 log = structlog.get_logger("hotfolder.watcher")
 
 # Mounts where the kernel does not see writes made by other machines, so inotify stays silent.
+BATCH_SIZE = 1000  # settled files handed over per call: one journal transaction each
+
 NETWORK_FS_TYPES: frozenset[str] = frozenset({
     "nfs", "nfs4", "cifs", "smb3", "smbfs", "smb", "ncpfs", "ncp", "afs", "coda", "9p",
     "ceph", "fuse.ceph-fuse", "glusterfs", "fuse.glusterfs", "lustre", "gpfs", "beegfs", "gfs2", "ocfs2",
@@ -277,6 +279,7 @@ class Watcher:
         ignore: Sequence[str] = DEFAULT_IGNORE,
         on_ready: Callable[[Path, os.stat_result], None],
         on_refused: Callable[[Path, str], None] | None = None,
+        on_ready_batch: Callable[[list[tuple[Path, os.stat_result]]], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.inbox = Path(os.path.abspath(inbox))
@@ -288,6 +291,9 @@ class Watcher:
         self._rescan_interval = rescan_interval
         self._rules = _compile_rules(tuple(ignore))
         self._on_ready = on_ready
+        # Optional: files that settle together (a rescan at start finds thousands) are handed over
+        # in one call, so the daemon can journal them in one transaction instead of one each.
+        self._on_ready_batch = on_ready_batch
         self._on_refused = on_refused
         self._clock = clock
 
@@ -634,12 +640,28 @@ class Watcher:
         self._refused.discard(path)
 
     def _deliver(self, out: list[_Callback]) -> None:
+        ready: list[tuple[Path, os.stat_result]] = []
         for path, what in out:
+            if not isinstance(what, str):
+                ready.append((Path(path), what))
+                continue
             try:
-                if isinstance(what, str):
-                    if self._on_refused is not None:
-                        self._on_refused(Path(path), what)
-                else:
-                    self._on_ready(Path(path), what)
+                if self._on_refused is not None:
+                    self._on_refused(Path(path), what)
             except Exception:
                 log.exception("watcher callback failed", file=path)
+        for start in range(0, len(ready), BATCH_SIZE):
+            self._deliver_ready(ready[start:start + BATCH_SIZE])
+
+    def _deliver_ready(self, batch: list[tuple[Path, os.stat_result]]) -> None:
+        if self._on_ready_batch is not None and len(batch) > 1:
+            try:
+                self._on_ready_batch(batch)
+                return
+            except Exception:
+                log.exception("watcher batch callback failed; handing the files over one by one")
+        for path, st in batch:
+            try:
+                self._on_ready(path, st)
+            except Exception:
+                log.exception("watcher callback failed", file=str(path))

@@ -373,3 +373,25 @@ def test_is_ignored_folder_flag_and_empty_patterns() -> None:
     assert not is_ignored(PurePosixPath("a/b.tmp"), ())
     assert is_ignored(PurePosixPath("a/b.pdf"), ["a/"])
     assert not is_ignored(PurePosixPath("a"), ["a/"])
+
+
+def test_files_found_together_are_handed_over_in_batches(
+    watch: Callable[..., tuple[Watcher, Recorder]], inbox: Path
+) -> None:
+    """A rescan that finds many settled files hands them over in few calls (one journal
+    transaction each in the daemon), and still exactly once per file."""
+    for number in range(120):
+        write(inbox / "fulcrum" / f"rec-{number % 6}" / f"scan-{number}.pdf")
+    batches: list[list[str]] = []
+    lock = threading.Lock()
+
+    def on_ready_batch(files: list[tuple[Path, os.stat_result]]) -> None:
+        with lock:
+            batches.append([str(path) for path, _ in files])
+
+    watcher, rec = watch(on_ready_batch=on_ready_batch)
+    assert wait_for(lambda: sum(map(len, batches)) + len(rec.ready) == 120)
+    settle_a_little()
+    handed = [path for batch in batches for path in batch] + [path for path, _ in rec.ready]
+    assert len(handed) == len(set(handed)) == 120
+    assert max(map(len, batches)) > 1  # found together, handed over together

@@ -389,7 +389,7 @@ def test_files_found_together_are_handed_over_in_batches(
         with lock:
             batches.append([str(path) for path, _ in files])
 
-    watcher, rec = watch(on_ready_batch=on_ready_batch)
+    _watcher, rec = watch(on_ready_batch=on_ready_batch)
     assert wait_for(lambda: sum(map(len, batches)) + len(rec.ready) == 120)
     settle_a_little()
     handed = [path for batch in batches for path in batch] + [path for path, _ in rec.ready]

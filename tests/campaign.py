@@ -52,7 +52,7 @@ from daemon.demo import DEMO_RECORDS, FIELD, PHOTO_FIELD, REPORT_FIELD, demo_tar
 from daemon.journal import Journal
 from daemon.pipeline import State
 from daemon.sandbox import Sandbox
-from tests.harness import hotfolder, kill9
+from tests.harness import SiteFolders, hotfolder, kill9
 
 SAFERME_REPORT = "7001"
 VISIBUILD_PROJECT = "proj-1"
@@ -135,7 +135,7 @@ class CampaignResult:
 
 
 @dataclass
-class Campaign:
+class Campaign(SiteFolders):
     """Set up with :meth:`prepare`, then :meth:`run`; the sandbox belongs to the caller."""
 
     root: Path
@@ -156,22 +156,6 @@ class Campaign:
     _latency_now: float = 0.0
 
     # -- set-up ---------------------------------------------------------------------------------
-
-    @property
-    def inbox(self) -> Path:
-        return self.root / "inbox"
-
-    @property
-    def done(self) -> Path:
-        return self.root / "done"
-
-    @property
-    def failed(self) -> Path:
-        return self.root / "failed"
-
-    @property
-    def journal_path(self) -> Path:
-        return self.root / "state" / "journal.db"
 
     @property
     def config_path(self) -> Path:

@@ -25,13 +25,10 @@ TOKEN = "test-token-7c1f9e"  # long enough to be recognisable if it ever leaked 
 FIELD = "6ca0"
 
 
-@dataclass
-class Site:
-    """One test installation: folders, config file and the simulator it talks to."""
+class SiteFolders:
+    """Where an installation under ``self.root`` keeps its folders (tests and the kill campaign)."""
 
     root: Path
-    sandbox: Sandbox
-    config_path: Path
 
     @property
     def inbox(self) -> Path:
@@ -48,6 +45,15 @@ class Site:
     @property
     def journal_path(self) -> Path:
         return self.root / "state" / "journal.db"
+
+
+@dataclass
+class Site(SiteFolders):
+    """One test installation: folders, config file and the simulator it talks to."""
+
+    root: Path
+    sandbox: Sandbox
+    config_path: Path
 
     def settings(self) -> Settings:
         return load_settings(self.config_path, environ={"FULCRUM_TOKEN": TOKEN})

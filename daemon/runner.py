@@ -26,7 +26,7 @@ from daemon import outcomes
 from daemon.config import Settings
 from daemon.errors import StepError
 from daemon.journal import Job, Journal, NewJob, StepRecord
-from daemon.layout import LayoutError, Placement, place, validate_segment
+from daemon.layout import LayoutError, place, validate_segment
 from daemon.logsetup import redact, redact_value
 from daemon.pipeline import (
     Decision,
@@ -346,9 +346,6 @@ class Runner:
             # The target was removed from the config while a job for it was unfinished.
             raise StepError(OutcomeKind.PERMANENT, f"target '{job.target}' is no longer configured")
         return adapter
-
-    def _placement(self, job: Job) -> Placement:
-        return Placement(job.target, job.record, job.group, job.name, PurePosixPath(job.relpath))
 
     def _source(self, job: Job) -> Path:
         return self.settings.inbox / job.relpath

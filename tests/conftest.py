@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import pytest
 
+from daemon.transfer import CHUNK_SIZE
 from tests.rgw import RGWServer, missing_binaries, start_rgw
 
 
@@ -28,3 +31,16 @@ def rgw() -> Iterator[RGWServer]:
         yield server
     finally:
         server.stop()
+
+
+# Shared by the presigned PUT and POST tests against RGW.
+@pytest.fixture
+def client() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=30) as c:
+        yield c
+
+@pytest.fixture
+def photo(tmp_path: Path) -> Path:
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(os.urandom(3 * CHUNK_SIZE + 1234))  # several chunks, not a multiple of one
+    return path

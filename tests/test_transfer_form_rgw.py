@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,28 +19,15 @@ import pytest
 
 from daemon.errors import StepError
 from daemon.pipeline import OutcomeKind
-from daemon.transfer import CHUNK_SIZE, FileIdentity, post_form
+from daemon.transfer import FileIdentity, post_form
 from tests.rgw import RGWServer
 
 SECRET_FIELDS = ("policy", "x-amz-signature", "x-amz-credential")
 
 
 @pytest.fixture
-def client() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=30) as c:
-        yield c
-
-
-@pytest.fixture
 def prefix() -> str:
     return f"async_uploads/{uuid.uuid4()}/"
-
-
-@pytest.fixture
-def photo(tmp_path: Path) -> Path:
-    path = tmp_path / "photo.jpg"
-    path.write_bytes(os.urandom(3 * CHUNK_SIZE + 1234))  # several chunks, not a multiple of one
-    return path
 
 
 def presign_form(

@@ -12,7 +12,6 @@ import hashlib
 import os
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -20,26 +19,13 @@ import pytest
 
 from daemon.errors import StepError
 from daemon.pipeline import OutcomeKind
-from daemon.transfer import CHUNK_SIZE, FileIdentity, hash_file, put_presigned
+from daemon.transfer import FileIdentity, hash_file, put_presigned
 from tests.rgw import RGWServer
-
-
-@pytest.fixture
-def client() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=30) as c:
-        yield c
 
 
 @pytest.fixture
 def key() -> str:
     return f"inbox/{uuid.uuid4().hex}/photo.jpg"
-
-
-@pytest.fixture
-def photo(tmp_path: Path) -> Path:
-    path = tmp_path / "photo.jpg"
-    path.write_bytes(os.urandom(3 * CHUNK_SIZE + 1234))  # several chunks, not a multiple of one
-    return path
 
 
 def upload_error(client: httpx.Client, url: str, headers: dict[str, str], path: Path) -> StepError:

@@ -183,10 +183,6 @@ def _row_to_job(row: tuple[Any, ...]) -> Job:
     )
 
 
-class JournalCorrupt(Exception):
-    pass
-
-
 class Journal:
     """Thread-safe. Writes go through one connection under a lock (SQLite serialises writers
     anyway); reads use a second connection under their own lock, so a worker looking for work

@@ -397,13 +397,19 @@ def proc_rchar(pid: int) -> int:
 class DaemonProcess:
     """``python -m daemon <command> -c <config>``, its log in a file, its memory watched while it runs."""
 
-    def __init__(self, command: str, config: Path, log: Path, *, sample_interval: float = 0.05) -> None:
-        self.args = [PYTHON, "-m", "daemon", command, "-c", str(config)]
+    def __init__(
+        self, command: str, config: Path, log: Path, *, sample_interval: float = 0.05,
+        wrapper: Sequence[str] = (),
+    ) -> None:
+        # ``wrapper`` runs the daemon under another program (a profiler such as py-spy); the memory
+        # and CPU figures then include that program, so use it for profiles, not for figures.
+        self.args = [*wrapper, PYTHON, "-m", "daemon", command, "-c", str(config)]
         self.log = log
         self.sample_interval = sample_interval
         self.peak_rss = 0
         self.rchar = 0
         self.cpu_seconds = 0.0
+        self.cpu_system = 0.0
         self.started_at = 0.0  # time.time() just before the fork: the daemon's clock zero
         self.returncode: int | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -455,6 +461,7 @@ class DaemonProcess:
             self._sampler.join()
         self.peak_rss = max(self.peak_rss, usage.ru_maxrss * KIB)
         self.cpu_seconds = max(self.cpu_seconds, usage.ru_utime + usage.ru_stime)
+        self.cpu_system = usage.ru_stime  # kernel time (fsync, syscalls), part of cpu_seconds
         self.returncode = os.waitstatus_to_exitcode(status)
         self._process.returncode = self.returncode  # so Popen does not try to reap it again
         self._log_handle.close()

@@ -67,14 +67,15 @@ def bare_upload(client: httpx.Client, locks: dict[str, threading.Lock], record: 
         client.put(url, json={"record": current}, headers=HEADERS).raise_for_status()
 
 
-def run_baseline(url: str, files: list[tuple[str, Path]], workers: int) -> float:
+def run_baseline(url: str, files: list[tuple[str, Path]], workers: int) -> tuple[float, float]:
+    """Wall seconds and this process's CPU seconds for the bare script."""
     locks = {record: threading.Lock() for record, _ in files}
     limits = httpx.Limits(max_connections=workers, max_keepalive_connections=workers)
     with httpx.Client(base_url=url, limits=limits, timeout=60) as client, ThreadPoolExecutor(workers) as pool:
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         for future in [pool.submit(bare_upload, client, locks, record, path) for record, path in files]:
             future.result()
-        return time.perf_counter() - started
+        return time.perf_counter() - started, time.process_time() - cpu_started
 
 
 def main() -> int:
@@ -84,6 +85,8 @@ def main() -> int:
     parser.add_argument("--size", type=parse_size, default=parse_size("100KB"))
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--profile", metavar="FILE", help="run the daemon under `py-spy record --gil` into FILE "
+                        "(speedscope format); the figures then include py-spy's overhead")
     args = parser.parse_args()
 
     daemon_records = [f"rec-d-{n:03d}" for n in range(args.records)]
@@ -96,12 +99,15 @@ def main() -> int:
                                   args.size)
         baseline_files = [(path.parent.name, path) for path in staged]
         with SandboxProcess(root / "sim", fulcrum_records=daemon_records + baseline_records) as sandbox:
-            base_seconds = run_baseline(sandbox.url, baseline_files, args.workers)
-            print(f"baseline: {args.files / base_seconds:.0f} files/s ({base_seconds:.2f} s)", flush=True)
+            base_seconds, base_cpu = run_baseline(sandbox.url, baseline_files, args.workers)
+            print(f"baseline: {args.files / base_seconds:.0f} files/s ({base_seconds:.2f} s), CPU {base_cpu:.1f} s",
+                  flush=True)
 
             config = write_config(site, {"fulcrum": demo_target(sandbox.url, "fulcrum")}, settle="200ms",
                                   workers=args.workers)
-            daemon = DaemonProcess("once", config, site / "daemon.log", sample_interval=0.2)
+            wrapper = ("py-spy", "record", "--gil", "-r", "200", "-f", "speedscope", "-o", args.profile, "--") \
+                if args.profile else ()
+            daemon = DaemonProcess("once", config, site / "daemon.log", sample_interval=0.2, wrapper=wrapper)
             started = time.perf_counter()
             daemon.start()
             if daemon.wait(timeout=3600) != 0:
@@ -126,7 +132,9 @@ def main() -> int:
     report.add("daemon, whole `once` run (incl. start, settle, idle check)", f"{args.files / whole:.0f} files/s",
                f"bare httpx {base_rate:.0f} files/s", f"{args.files / whole / base_rate:.2f}")
     per_file = daemon.cpu_seconds / args.files * 1000
-    report.notes.append(f"daemon CPU {daemon.cpu_seconds:.1f} s for {args.files} files ({per_file:.1f} ms/file); "
+    report.notes.append(f"daemon CPU {daemon.cpu_seconds:.1f} s for {args.files} files ({per_file:.1f} ms/file, "
+                        f"of which kernel {daemon.cpu_system:.1f} s); "
+                        f"bare script CPU {base_cpu:.1f} s ({base_cpu / args.files * 1000:.1f} ms/file); "
                         f"peak RSS {daemon.peak_rss / MIB:.0f} MiB")
     report.print()
     return 0

@@ -81,6 +81,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_one_active_per_path ON jobs(relpath) WHERE finished_at IS NULL;
 CREATE INDEX IF NOT EXISTS jobs_ready ON jobs(next_attempt_at) WHERE finished_at IS NULL;
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state);
+CREATE INDEX IF NOT EXISTS jobs_by_record ON jobs(target, record, size);
 """
 
 _COLUMNS = (
@@ -430,13 +431,19 @@ class Journal:
                 merged = {**(_decode(current) or {}), **ids}
                 conn.execute("UPDATE jobs SET vendor = ?, updated_at = ? WHERE id = ?", (_encode(merged), now, job_id))
 
-    def same_record_jobs(self, target: str, record: str | None, exclude: int) -> list[Job]:
-        """Other jobs for one record that are done or still under way (not failed or gone), oldest first:
-        the candidates a newly hashed file may duplicate (some not hashed yet: digests None)."""
+    def possible_twins(
+        self, target: str, record: str | None, exclude: int, size: int, digests: Mapping[str, Any]
+    ) -> list[Job]:
+        """Other jobs for one record, done or still under way (not failed or gone), oldest first, that
+        may hold the same bytes as ``digests``: same ``size``, and either not hashed yet or with an equal
+        SHA-256 or MD5. Filtered in SQL on an index, so a record with thousands of files costs a lookup
+        per presign rather than decoding every job of the record."""
         with self._read() as conn:
             rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM jobs WHERE target = ? AND record IS ? AND id != ? "
-                "AND state NOT IN (?, ?, ?) ORDER BY id",
-                (_text(target), _text(record), exclude, State.FAILED.value, State.TO_FAILED.value, State.GONE.value),
+                f"SELECT {_COLUMNS} FROM jobs WHERE target = ? AND record IS ? AND size = ? AND id != ? "
+                "AND state NOT IN (?, ?, ?) AND (digests IS NULL OR json_extract(digests, '$.sha256') = ? "
+                "OR json_extract(digests, '$.md5') = ?) ORDER BY id",
+                (_text(target), _text(record), size, exclude, State.FAILED.value,
+                 State.TO_FAILED.value, State.GONE.value, digests.get("sha256"), digests.get("md5")),
             ).fetchall()
         return [_row_to_job(row) for row in rows]

@@ -320,7 +320,7 @@ class Runner:
         twin ends in done/ this file follows it there as a duplicate; if it fails, this one is sent.
         """
         mine = job.digests or {}
-        for other in self.journal.same_record_jobs(job.target, job.record, exclude=job.id):
+        for other in self.journal.possible_twins(job.target, job.record, job.id, job.size, mine):
             if other.digests is None:
                 if other.id < job.id and other.size == job.size:
                     # An older file of the same size is not hashed yet: it may be our twin and it

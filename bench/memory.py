@@ -53,7 +53,8 @@ def measure(root: Path, url: str, style: str, size: int, index: int) -> tuple[in
     target, folder, name, overrides = STYLES[style]
     site = root / f"site-{index}"
     config = write_config(
-        site, {target: demo_target(url, target, timeout="10m", **overrides)}, settle="200ms", workers=4
+        site, {target: demo_target(url, target, timeout="10m", **overrides)}, settle="200ms", workers=4,
+        log_level="debug",  # per-step lines ("step done") are debug
     )
     write_file(site / "inbox" / target / folder / f"{index}-{name}", size)
     daemon = DaemonProcess("once", config, site / "daemon.log", sample_interval=0.02)

@@ -55,7 +55,8 @@ def run_mode(root: Path, url: str, method: str, settle: str, poll: str, files: i
     for n in range(RECORDS):
         (inbox / f"rec-{n:03d}").mkdir(parents=True, exist_ok=True)
     config = write_config(site, {"fulcrum": demo_target(url, "fulcrum")}, method=method, settle=settle,
-                          poll_interval=poll, workers=4)
+                          poll_interval=poll, workers=4,
+                          log_level="debug")  # per-step lines ("step done") are debug
     written: dict[str, float] = {}
     with DaemonProcess("run", config, site / "daemon.log", sample_interval=0.5) as daemon:
         if not wait_until(lambda: any(e.get("event") == "watching" for e in daemon.events()), 30):

@@ -76,7 +76,8 @@ def httpx_put(url: str, headers: dict[str, str], path: Path) -> float:
 def daemon_upload(root: Path, sandbox: SandboxProcess, source: Path, round_no: int) -> tuple[float, float, int]:
     """(upload step seconds, whole run seconds, peak RSS) of one ``hotfolder once`` on a copy of ``source``."""
     site = root / f"site-{round_no}"
-    config = write_config(site, {"fulcrum": demo_target(sandbox.url, "fulcrum", timeout="10m")}, settle="200ms")
+    config = write_config(site, {"fulcrum": demo_target(sandbox.url, "fulcrum", timeout="10m")}, settle="200ms",
+                          log_level="debug")  # per-step lines ("step done") are debug
     target = site / "inbox" / "fulcrum" / "rec-1001" / f"big-{round_no}.bin"
     target.parent.mkdir(parents=True, exist_ok=True)
     # A hard link: the same cached pages, no copy. The daemon moves it to done/ afterwards.

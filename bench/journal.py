@@ -175,7 +175,7 @@ t = time.perf_counter()
 from daemon.journal import Journal, _SCHEMA
 imported = time.perf_counter() - t
 t = time.perf_counter(); j = Journal(Path(path)); opened = time.perf_counter() - t
-t = time.perf_counter(); j.unfinished_count(); j.ready_jobs(time.time(), 8); queries = time.perf_counter() - t
+t = time.perf_counter(); j.unfinished_count(); j.ready_ids(time.time(), 8); queries = time.perf_counter() - t
 j.close()
 conn = sqlite3.connect(path, isolation_level=None)
 conn.execute("PRAGMA journal_mode=WAL")
@@ -238,7 +238,7 @@ def main() -> int:
     report.add("restart: Journal(path) open", f"{restart['open']:.2f} s")
     report.add("  of which PRAGMA quick_check", f"{restart['quick_check']:.2f} s")
     report.add("  of which the schema script", f"{restart['schema']:.3f} s")
-    report.add("  unfinished_count + ready_jobs", f"{restart['queries']:.3f} s")
+    report.add("  unfinished_count + ready_ids", f"{restart['queries']:.3f} s")
     report.notes.append(f"journal file {restart['size'] / MIB:.0f} MiB, in the page cache")
     report.print()
     return 0

@@ -47,11 +47,11 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from daemon.pipeline import State
 
@@ -184,15 +184,30 @@ def _row_to_job(row: tuple[Any, ...]) -> Job:
     )
 
 
+_T = TypeVar("_T")
+
+
+@dataclass(eq=False)
+class _Change:
+    """One caller's part of a group commit."""
+
+    apply: Callable[[sqlite3.Connection], Any]
+    result: Any = None
+    error: BaseException | None = None
+    done: bool = False  # set by the committing thread, read by the caller after taking the write lock
+
+
 class Journal:
-    """Thread-safe. Writes go through one connection under a lock (SQLite serialises writers
-    anyway); reads use a second connection under their own lock, so a worker looking for work
-    never queues behind another worker's fsync. In WAL mode a read sees every committed write."""
+    """Thread-safe. Writes go through one connection and are group-committed (see ``_write``);
+    reads use a second connection under their own lock, so a worker looking for work never
+    queues behind another worker's fsync. In WAL mode a read sees every committed write."""
 
     def __init__(self, path: Path, *, clock: Any = time.time) -> None:
         self.path = path
         self._clock = clock
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()  # held by the thread committing a batch of changes
+        self._pending_lock = threading.Lock()
+        self._pending: list[_Change] = []  # changes waiting for the next group commit
         self._read_lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
         self.recovered_from: Path | None = None
@@ -246,16 +261,53 @@ class Journal:
         with self._read_lock:
             yield self._reader
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, apply: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``apply`` in a durable transaction and return its result once it is committed.
+
+        Group commit: while one thread commits (and waits for the fsync), others queue their changes;
+        the next thread to take the write lock commits every queued change in one transaction and one
+        fsync, and each caller returns only after the commit holding its change has returned, so
+        every crash rule above holds unchanged. Each change runs inside its own savepoint: one that
+        raises is undone alone and its caller gets the exception; a failed COMMIT fails them all.
+        """
+        change = _Change(apply)
+        with self._pending_lock:
+            self._pending.append(change)
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+            if not change.done:
+                with self._pending_lock:
+                    batch, self._pending = self._pending, []
+                self._commit_batch(batch)
+        if change.error is not None:
+            raise change.error
+        return change.result  # type: ignore[return-value]
+
+    def _commit_batch(self, batch: list[_Change]) -> None:
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
             try:
-                yield self._conn
+                for change in batch:
+                    conn.execute("SAVEPOINT change")
+                    try:
+                        change.result = change.apply(conn)
+                    except Exception as error:
+                        conn.execute("ROLLBACK TO change")
+                        change.error = error
+                    conn.execute("RELEASE change")
+                conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
-            self._conn.execute("COMMIT")
+        except BaseException as error:
+            for change in batch:
+                if change.error is None:
+                    change.error = error
+                    change.result = None
+        finally:
+            for change in batch:
+                change.done = True
 
     # -- creating and reading jobs -------------------------------------------------------------
 
@@ -272,8 +324,9 @@ class Journal:
         """Journal many files in one transaction (one fsync): a rescan of 100,000 files at start
         would otherwise spend minutes in fsync. Paths with an unfinished job are skipped."""
         now = self._clock()
-        added: list[Job] = []
-        with self._transaction() as conn:
+
+        def insert(conn: sqlite3.Connection) -> list[Job]:
+            added: list[Job] = []
             for new in new_jobs:
                 cursor = conn.execute(
                     "INSERT OR IGNORE INTO jobs (target, record, grp, name, relpath, size, mtime_ns, state, "
@@ -289,7 +342,9 @@ class Journal:
                         last_error=dict(new.last_error) if new.last_error is not None else None,
                         outcome_path=None, created_at=now, updated_at=now, finished_at=None,
                     ))
-        return added
+            return added
+
+        return self._write(insert)
 
     def get(self, job_id: int) -> Job:
         with self._read() as conn:
@@ -305,16 +360,15 @@ class Journal:
             ).fetchone()
         return None if row is None else _row_to_job(row)
 
-    def ready_jobs(self, now: float, limit: int, exclude: set[int] | frozenset[int] = frozenset()) -> list[Job]:
-        """Unfinished jobs whose retry time has come, oldest retry time first."""
+    def ready_ids(self, now: float, limit: int, exclude: set[int] | frozenset[int] = frozenset()) -> list[int]:
+        """Ids of unfinished jobs whose retry time has come, oldest retry time first."""
         with self._read() as conn:
             rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM jobs WHERE finished_at IS NULL AND next_attempt_at <= ? "
+                "SELECT id FROM jobs WHERE finished_at IS NULL AND next_attempt_at <= ? "
                 "ORDER BY next_attempt_at, id LIMIT ?",
                 (now, limit + len(exclude)),
             ).fetchall()
-        jobs = [_row_to_job(row) for row in rows if row[0] not in exclude]
-        return jobs[:limit]
+        return [job_id for (job_id,) in rows if job_id not in exclude][:limit]
 
     def next_wakeup(self, exclude: set[int] | frozenset[int] = frozenset()) -> float | None:
         """The earliest retry time among unfinished jobs not in ``exclude``."""
@@ -363,7 +417,8 @@ class Journal:
     def record(self, job_id: int, step: StepRecord) -> Job:
         """Commit one step's result durably; returns the job as it now stands."""
         now = self._clock()
-        with self._transaction() as conn:
+
+        def update(conn: sqlite3.Connection) -> Job:
             row = conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
                 raise KeyError(job_id)
@@ -402,7 +457,9 @@ class Journal:
                     _text(updated.outcome_path), now, updated.finished_at, job_id,
                 ),
             )
-        return updated
+            return updated
+
+        return self._write(update)
 
     def failed_since(self, since: float) -> int:
         """How many jobs ended in failed/ at or after ``since`` (for `hotfolder once`)."""
@@ -425,11 +482,14 @@ class Journal:
     def add_vendor_ids(self, job_ids: list[int], ids: Mapping[str, Any]) -> None:
         """Merge ``ids`` into several jobs' vendor ids in one durable transaction (group links)."""
         now = self._clock()
-        with self._transaction() as conn:
+
+        def merge(conn: sqlite3.Connection) -> None:
             for job_id in job_ids:
                 (current,) = conn.execute("SELECT vendor FROM jobs WHERE id = ?", (job_id,)).fetchone()
                 merged = {**(_decode(current) or {}), **ids}
                 conn.execute("UPDATE jobs SET vendor = ?, updated_at = ? WHERE id = ?", (_encode(merged), now, job_id))
+
+        self._write(merge)
 
     def possible_twins(
         self, target: str, record: str | None, exclude: int, size: int, digests: Mapping[str, Any]

@@ -14,6 +14,7 @@ import os
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -71,7 +72,9 @@ class Runner:
         self._jitter = jitter
         self._on_file_left_inbox = on_file_left_inbox
         self._wake = threading.Condition()
-        self._in_flight: set[int] = set()
+        self._in_flight: set[int] = set()  # claimed: queued in memory or being driven by a worker
+        self._queued: deque[int] = deque()  # claimed ready ids no worker has started yet
+        self._claim_batch = max(1, settings.workers)
         self._scratch: dict[int, dict[str, Any]] = {}  # per job, memory only (presigned URLs)
         self._link_locks: dict[tuple[str, ...], threading.Lock] = {}
         self._link_locks_guard = threading.Lock()
@@ -153,17 +156,39 @@ class Runner:
             return not self._in_flight and self.journal.unfinished_count() == 0
 
     def _claim(self) -> Job | None:
+        """The next ready job for this worker, or None when the runner stops.
+
+        One journal query hands out up to ``_claim_batch`` ready ids: the first to this worker, the
+        rest to a queue in memory that other workers take from without a query. All of them count as
+        in flight at once, so no two workers ever hold the same job. The row itself is read when the
+        worker starts on it (outside the lock), so it is as fresh as the journal.
+        """
         with self._wake:
-            while not self._stopping.is_set():
-                now = self._clock()
-                ready = self.journal.ready_jobs(now, 1, self._in_flight)
-                if ready:
-                    job = ready[0]
-                    self._in_flight.add(job.id)
-                    return job
-                wakeup = self.journal.next_wakeup(self._in_flight)
-                timeout = 1.0 if wakeup is None else min(max(wakeup - now, 0.01), 1.0)
-                self._wake.wait(timeout)
+            job_id = self._next_ready_id()
+        if job_id is None:
+            return None
+        try:
+            return self.journal.get(job_id)
+        except Exception:
+            self._release(job_id, finished=False)  # back to the journal for another try
+            raise
+
+    def _next_ready_id(self) -> int | None:
+        """Under ``_wake``: pop a queued id, or query the journal, or wait for a retry time or a poke."""
+        while not self._stopping.is_set():
+            if self._queued:
+                return self._queued.popleft()
+            now = self._clock()
+            ids = self.journal.ready_ids(now, self._claim_batch, self._in_flight)
+            if ids:
+                self._in_flight.update(ids)
+                self._queued.extend(ids[1:])
+                if self._queued:
+                    self._wake.notify(len(self._queued))  # idle workers: work is queued for you
+                return ids[0]
+            wakeup = self.journal.next_wakeup(self._in_flight)
+            timeout = 1.0 if wakeup is None else min(max(wakeup - now, 0.01), 1.0)
+            self._wake.wait(timeout)
         return None
 
     def _release(self, job_id: int, finished: bool) -> None:
@@ -171,11 +196,19 @@ class Runner:
             self._in_flight.discard(job_id)
             if finished:
                 self._scratch.pop(job_id, None)
-            self._wake.notify_all()
+            else:
+                # It waits for a retry time that sleeping workers did not know about: one of them
+                # recomputes its wake-up. A finished job brings no new work, so nobody is woken.
+                self._wake.notify()
 
     def _work(self) -> None:
         while not self._stopping.is_set():
-            job = self._claim()
+            try:
+                job = self._claim()
+            except Exception:  # the journal could not be read (disk trouble): keep the worker alive
+                log.exception("worker could not read the journal")
+                self._stopping.wait(1.0)
+                continue
             if job is None:
                 return
             finished = False

@@ -6,6 +6,8 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -52,29 +54,94 @@ def test_ready_jobs_honour_retry_time_and_exclusions(tmp_path: Path) -> None:
     a, b = _add(journal, "t/r/a"), _add(journal, "t/r/b")
     assert a is not None and b is not None
     journal.record(a.id, StepRecord(state=State.UPLOAD, attempts=1, next_attempt_at=1060.0))
-    assert [j.id for j in journal.ready_jobs(1000.0, 10)] == [b.id]
-    assert journal.ready_jobs(1000.0, 10, exclude={b.id}) == []
+    assert journal.ready_ids(1000.0, 10) == [b.id]
+    assert journal.ready_ids(1000.0, 10, exclude={b.id}) == []
     assert journal.next_wakeup(exclude={b.id}) == 1060.0
-    assert [j.id for j in journal.ready_jobs(1061.0, 10)] == [b.id, a.id]
+    assert journal.ready_ids(1061.0, 10) == [b.id, a.id]
+    assert journal.ready_ids(1061.0, 1) == [b.id]
+
+
+def _run_then_kill9(path: Path, body: str) -> None:
+    """Run ``body`` in a child with the journal at ``path`` open as ``j``, then SIGKILL the child."""
+    code = (
+        "import os, signal, sys, threading\n"
+        "from pathlib import Path\n"
+        "from daemon.journal import Journal, NewJob, StepRecord\n"
+        "from daemon.pipeline import State\n"
+        "j = Journal(Path(sys.argv[1]))\n"
+        f"{body}"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(path)], cwd=Path(__file__).parents[1])
+    assert result.returncode == -9
 
 
 def test_a_commit_is_durable_when_the_process_is_killed(tmp_path: Path) -> None:
     """A child commits a step and is SIGKILLed at once; the step is there afterwards."""
     path = tmp_path / "j.db"
-    code = (
-        "import os, signal, sys\n"
-        "from pathlib import Path\n"
-        "from daemon.journal import Journal, StepRecord\n"
-        "from daemon.pipeline import State\n"
-        "j = Journal(Path(sys.argv[1]))\n"
+    _run_then_kill9(path, (
         "job = j.add_job(target='t', record='r', group=None, name='f', relpath='t/r/f', size=1, mtime_ns=1)\n"
         "j.record(job.id, StepRecord(state=State.LINK, attempts=0, vendor_update={'attachment_id': 'x'}))\n"
-        "os.kill(os.getpid(), signal.SIGKILL)\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code, str(path)], cwd=Path(__file__).parents[1])
-    assert result.returncode == -9
+    ))
     job = Journal(path).jobs()[0]
     assert job.state is State.LINK and job.vendor == {"attachment_id": "x"}
+
+
+def test_concurrent_steps_are_durable_once_record_returns(tmp_path: Path) -> None:
+    """Eight threads record steps at once (group commit shares transactions between them); the child
+    is SIGKILLed right after the last call returns, and every returned step is there afterwards."""
+    path = tmp_path / "j.db"
+    _run_then_kill9(path, (
+        "jobs = j.add_jobs([NewJob('t', 'r', None, f'f{n}', f't/r/f{n}', 1, 1) for n in range(8)])\n"
+        "def drive(job_id):\n"
+        "    for attempt in range(40):\n"
+        "        done = j.record(job_id, StepRecord(state=State.UPLOAD, attempts=attempt,\n"
+        "                                          vendor_update={f'k{attempt}': job_id}))\n"
+        "        assert done.attempts == attempt and done.vendor[f'k{attempt}'] == job_id\n"
+        "threads = [threading.Thread(target=drive, args=(job.id,)) for job in jobs]\n"
+        "[t.start() for t in threads]; [t.join() for t in threads]\n"
+    ))
+    jobs = Journal(path).jobs()
+    assert len(jobs) == 8
+    for job in jobs:
+        assert job.attempts == 39
+        assert job.vendor == {f"k{attempt}": job.id for attempt in range(40)}
+
+
+def test_a_failing_change_in_a_group_commit_is_undone_alone(tmp_path: Path) -> None:
+    """Three changes queued while another commit holds the write lock go into one transaction: the one
+    that fails (an unknown job) raises in its own caller, and the other two are committed."""
+    journal = Journal(tmp_path / "j.db")
+    job = _add(journal)
+    assert job is not None
+    results: dict[str, object] = {}
+
+    def run(name: str, call) -> None:
+        try:
+            results[name] = call()
+        except Exception as error:  # the test looks at what each caller got
+            results[name] = error
+
+    calls = {
+        "step": lambda: journal.record(job.id, StepRecord(state=State.PRESIGN, attempts=0, digests={"md5": "aa"})),
+        "unknown": lambda: journal.record(9999, StepRecord(state=State.PRESIGN, attempts=0)),
+        "intake": lambda: _add(journal, "fulcrum/rec-2/other.pdf"),
+    }
+    threads = [threading.Thread(target=run, args=item) for item in calls.items()]
+    with journal._lock:  # a commit in progress: the three changes queue up behind it
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 10
+        while len(journal._pending) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(journal._pending) == 3
+    for thread in threads:
+        thread.join(10)
+    assert isinstance(results["unknown"], KeyError)
+    assert journal.get(job.id).digests == {"md5": "aa"} and journal.get(job.id).state is State.PRESIGN
+    assert journal.active_job_for("fulcrum/rec-2/other.pdf") is not None
+    reopened = Journal(tmp_path / "j.db")
+    assert {j.relpath for j in reopened.jobs()} == {"fulcrum/rec-1/scan.pdf", "fulcrum/rec-2/other.pdf"}
 
 
 def test_torn_wal_tail_keeps_what_was_committed(tmp_path: Path) -> None:

@@ -410,6 +410,7 @@ class DaemonProcess:
         self.rchar = 0
         self.cpu_seconds = 0.0
         self.cpu_system = 0.0
+        self.context_switches = 0
         self.started_at = 0.0  # time.time() just before the fork: the daemon's clock zero
         self.returncode: int | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -462,6 +463,7 @@ class DaemonProcess:
         self.peak_rss = max(self.peak_rss, usage.ru_maxrss * KIB)
         self.cpu_seconds = max(self.cpu_seconds, usage.ru_utime + usage.ru_stime)
         self.cpu_system = usage.ru_stime  # kernel time (fsync, syscalls), part of cpu_seconds
+        self.context_switches = usage.ru_nvcsw + usage.ru_nivcsw
         self.returncode = os.waitstatus_to_exitcode(status)
         self._process.returncode = self.returncode  # so Popen does not try to reap it again
         self._log_handle.close()

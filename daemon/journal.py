@@ -287,14 +287,18 @@ class Journal:
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for change in batch:
-                    conn.execute("SAVEPOINT change")
-                    try:
-                        change.result = change.apply(conn)
-                    except Exception as error:
-                        conn.execute("ROLLBACK TO change")
-                        change.error = error
-                    conn.execute("RELEASE change")
+                if len(batch) == 1:
+                    # Alone (the common case when idle): no savepoint needed, a failure rolls back all.
+                    batch[0].result = batch[0].apply(conn)
+                else:
+                    for change in batch:
+                        conn.execute("SAVEPOINT change")
+                        try:
+                            change.result = change.apply(conn)
+                        except Exception as error:
+                            conn.execute("ROLLBACK TO change")
+                            change.error = error
+                        conn.execute("RELEASE change")
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -495,15 +499,16 @@ class Journal:
         self, target: str, record: str | None, exclude: int, size: int, digests: Mapping[str, Any]
     ) -> list[Job]:
         """Other jobs for one record, done or still under way (not failed or gone), oldest first, that
-        may hold the same bytes as ``digests``: same ``size``, and either not hashed yet or with an equal
-        SHA-256 or MD5. Filtered in SQL on an index, so a record with thousands of files costs a lookup
-        per presign rather than decoding every job of the record."""
+        may hold the same bytes as job ``exclude`` with ``digests``: same ``size``, and either older and
+        not hashed yet or with an equal SHA-256 or MD5. Filtered in SQL on an index, so a record with
+        thousands of files (a camera drop: all of one size) costs a lookup per presign rather than
+        decoding every job of the record."""
         with self._read() as conn:
             rows = conn.execute(
                 f"SELECT {_COLUMNS} FROM jobs WHERE target = ? AND record IS ? AND size = ? AND id != ? "
-                "AND state NOT IN (?, ?, ?) AND (digests IS NULL OR json_extract(digests, '$.sha256') = ? "
-                "OR json_extract(digests, '$.md5') = ?) ORDER BY id",
-                (_text(target), _text(record), size, exclude, State.FAILED.value,
-                 State.TO_FAILED.value, State.GONE.value, digests.get("sha256"), digests.get("md5")),
+                "AND state NOT IN (?, ?, ?) AND ((digests IS NULL AND id < ?) "
+                "OR json_extract(digests, '$.sha256') = ? OR json_extract(digests, '$.md5') = ?) ORDER BY id",
+                (_text(target), _text(record), size, exclude, State.FAILED.value, State.TO_FAILED.value,
+                 State.GONE.value, exclude, digests.get("sha256"), digests.get("md5")),
             ).fetchall()
         return [_row_to_job(row) for row in rows]

@@ -10,6 +10,7 @@ from where any worker picks it up when its time comes.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import threading
@@ -42,6 +43,7 @@ from daemon.vendors.base import StepContext, Vendor
 from daemon.watcher import is_ignored
 
 log = structlog.get_logger("hotfolder.runner")
+_debug_log = logging.getLogger("hotfolder.runner")  # the stdlib logger behind ``log``: its level check is cheap
 
 
 @dataclass
@@ -276,6 +278,9 @@ class Runner:
         return self.journal.record(job.id, record)
 
     def _log_step(self, step: State, job: Job, result: _StepResult, decision: Decision, duration: float) -> None:
+        quiet = result.outcome.kind is OutcomeKind.SUCCESS and not _debug_log.isEnabledFor(logging.DEBUG)
+        if quiet and decision.state is not State.DONE:
+            return  # nothing to say at info; skipping the fields saves CPU on every step
         fields: dict[str, Any] = {
             "job": job.id, "target": job.target, "record": job.record, "file": job.name, "step": step.value,
             "outcome": result.outcome.kind.value, "next": decision.state.value,

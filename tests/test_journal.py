@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.journal import Journal, StepRecord
+from daemon.journal import Journal, NewJob, StepRecord
 from daemon.pipeline import State
 
 
@@ -348,3 +348,26 @@ def test_journal_destroyed_after_link_then_restart_links_exactly_once(tmp_path: 
         assert site.sandbox.fulcrum.attachment_bytes(attached[0]["attachment_id"]) == data
         assert (site.done / "fulcrum" / "rec-1" / "survivor.pdf").read_bytes() == data
         assert "journal was damaged" in log.read_text()
+
+
+def test_possible_twins_are_older_unhashed_or_equal_digests_of_the_same_size(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.db")
+    jobs = journal.add_jobs([
+        NewJob("fulcrum", "rec-1", None, f"f{n}.jpg", f"fulcrum/rec-1/f{n}.jpg", 10, 1) for n in range(7)
+    ] + [NewJob("fulcrum", "rec-2", None, "g.jpg", "fulcrum/rec-2/g.jpg", 10, 1)])
+    older_unhashed, same_sha, same_md5, other_bytes, me, younger_unhashed, failed_twin, other_record = jobs
+    mine = {"size": 10, "sha256": "aa", "md5": "11"}
+
+    def hashed(job, digests, state=State.PRESIGN):
+        journal.record(job.id, StepRecord(state=state, attempts=0, digests=digests, size=10))
+
+    hashed(same_sha, {"size": 10, "sha256": "aa", "md5": None})
+    hashed(same_md5, {"size": 10, "sha256": None, "md5": "11"})
+    hashed(other_bytes, {"size": 10, "sha256": "bb", "md5": "22"})
+    hashed(me, mine)
+    hashed(failed_twin, mine, State.FAILED)
+    hashed(other_record, mine)
+    twins = journal.possible_twins("fulcrum", "rec-1", me.id, 10, mine)
+    assert [job.id for job in twins] == [older_unhashed.id, same_sha.id, same_md5.id]
+    assert younger_unhashed.id not in {job.id for job in twins}
+    assert journal.possible_twins("fulcrum", "rec-1", me.id, 11, mine) == []  # another size: no twin

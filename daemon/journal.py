@@ -44,12 +44,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -149,7 +150,9 @@ class StepRecord:
 
 
 def _encode(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, sort_keys=True, ensure_ascii=False)
+    # ASCII: a file name that is not UTF-8 (a str with lone surrogates) becomes a \udcXX escape, which
+    # SQLite stores and json.loads turns back into the same str; raw, SQLite could not take it at all.
+    return None if value is None else json.dumps(value, sort_keys=True, ensure_ascii=True)
 
 
 def _decode(value: str | None) -> Any:
@@ -172,6 +175,35 @@ def _str(value: str | bytes | None) -> str | None:
     return os.fsdecode(value) if isinstance(value, bytes) else value
 
 
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _vendor_merge(step: StepRecord) -> tuple[str, list[Any]]:
+    """SQL for the job's vendor ids after ``step`` (removals, then updates), and its arguments.
+
+    Keys are written into JSON paths (see ``_plain_key``); each value goes in through ``json(?)`` so
+    that objects, lists and null are stored as given."""
+    sql, args = "vendor", []
+    if step.extra_vendor_removals:
+        sql = f"json_remove({sql}{', ?' * len(step.extra_vendor_removals)})"
+        args.extend(f"$.{_plain_key(key)}" for key in step.extra_vendor_removals)
+    if step.vendor_update:
+        sql = f"json_set({sql}{', ?, json(?)' * len(step.vendor_update)})"
+        for key, value in step.vendor_update.items():
+            args.extend((f"$.{_plain_key(key)}", _encode(value)))
+    return sql, args
+
+
+def _plain_key(key: str) -> str:
+    """``key`` as a JSON path label: bare if an identifier, else double-quoted (SQLite has no escape
+    for a quote inside a label, so such a key is refused: adapters name their ids in code)."""
+    if _PLAIN_KEY.fullmatch(key):
+        return key
+    if '"' in key or "\\" in key or not key.isprintable():
+        raise ValueError(f"vendor id key {key!r} cannot be stored")
+    return f'"{key}"'
+
+
 def _row_to_job(row: tuple[Any, ...]) -> Job:
     (job_id, target, record, grp, name, relpath, size, mtime_ns, digests, state, attempts,
      next_attempt_at, vendor, last_error, outcome_path, created_at, updated_at, finished_at) = row
@@ -192,6 +224,7 @@ class _Change:
     """One caller's part of a group commit."""
 
     apply: Callable[[sqlite3.Connection], Any]
+    single_statement: bool = False
     result: Any = None
     error: BaseException | None = None
     done: bool = False  # set by the committing thread, read by the caller after taking the write lock
@@ -261,7 +294,7 @@ class Journal:
         with self._read_lock:
             yield self._reader
 
-    def _write(self, apply: Callable[[sqlite3.Connection], _T]) -> _T:
+    def _write(self, apply: Callable[[sqlite3.Connection], _T], *, single_statement: bool = False) -> _T:
         """Run ``apply`` in a durable transaction and return its result once it is committed.
 
         Group commit: while one thread commits (and waits for the fsync), others queue their changes;
@@ -269,8 +302,10 @@ class Journal:
         fsync, and each caller returns only after the commit holding its change has returned, so
         every crash rule above holds unchanged. Each change runs inside its own savepoint: one that
         raises is undone alone and its caller gets the exception; a failed COMMIT fails them all.
+        A ``single_statement`` change that finds itself alone runs without BEGIN/COMMIT: SQLite makes
+        one statement its own transaction, durable when the statement has run to its end.
         """
-        change = _Change(apply)
+        change = _Change(apply, single_statement)
         with self._pending_lock:
             self._pending.append(change)
         with self._lock:
@@ -284,6 +319,15 @@ class Journal:
 
     def _commit_batch(self, batch: list[_Change]) -> None:
         conn = self._conn
+        if len(batch) == 1 and batch[0].single_statement:
+            change = batch[0]
+            try:
+                change.result = change.apply(conn)
+            except BaseException as error:
+                change.error = error
+            finally:
+                change.done = True
+            return
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -419,51 +463,35 @@ class Journal:
     # -- recording steps -----------------------------------------------------------------------
 
     def record(self, job_id: int, step: StepRecord) -> Job:
-        """Commit one step's result durably; returns the job as it now stands."""
+        """Commit one step's result durably; returns the job as it now stands.
+
+        One ``UPDATE … RETURNING`` statement: vendor ids are merged into the stored ones by SQLite's
+        ``json_set``/``json_remove`` (ids written meanwhile by ``add_vendor_ids`` are kept), and the
+        other fields left at None keep their stored values. Alone, it is its own transaction."""
         now = self._clock()
+        vendor_sql, vendor_args = _vendor_merge(step)
+        finished_at = now if step.state in (State.DONE, State.FAILED, State.GONE) else None
+        statement = (
+            f"UPDATE jobs SET state = ?, attempts = ?, next_attempt_at = ?, vendor = {vendor_sql}, "
+            "digests = COALESCE(?, digests), size = COALESCE(?, size), mtime_ns = COALESCE(?, mtime_ns), "
+            "last_error = COALESCE(?, CASE WHEN ? THEN NULL ELSE last_error END), "
+            f"outcome_path = COALESCE(?, outcome_path), updated_at = ?, finished_at = ? WHERE id = ? "
+            f"RETURNING {_COLUMNS}"
+        )
+        args = (
+            step.state.value, step.attempts, step.next_attempt_at, *vendor_args, _encode(step.digests), step.size,
+            step.mtime_ns, _encode(step.last_error), step.clear_error, _text(step.outcome_path), now, finished_at,
+            job_id,
+        )
 
         def update(conn: sqlite3.Connection) -> Job:
-            row = conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            if row is None:
+            # fetchall() runs the statement to its end: in autocommit mode that is the commit.
+            rows = conn.execute(statement, args).fetchall()
+            if not rows:
                 raise KeyError(job_id)
-            job = _row_to_job(row)
-            vendor = dict(job.vendor)
-            for key in step.extra_vendor_removals:
-                vendor.pop(key, None)
-            if step.vendor_update:
-                vendor.update(step.vendor_update)
-            last_error = job.last_error
-            if step.clear_error:
-                last_error = None
-            if step.last_error is not None:
-                last_error = dict(step.last_error)
-            updated = replace(
-                job,
-                state=step.state,
-                attempts=step.attempts,
-                next_attempt_at=step.next_attempt_at,
-                vendor=vendor,
-                digests=step.digests if step.digests is not None else job.digests,
-                size=job.size if step.size is None else step.size,
-                mtime_ns=job.mtime_ns if step.mtime_ns is None else step.mtime_ns,
-                last_error=last_error,
-                outcome_path=step.outcome_path if step.outcome_path is not None else job.outcome_path,
-                updated_at=now,
-                finished_at=now if step.state in (State.DONE, State.FAILED, State.GONE) else None,
-            )
-            conn.execute(
-                "UPDATE jobs SET state = ?, attempts = ?, next_attempt_at = ?, vendor = ?, digests = ?, "
-                "size = ?, mtime_ns = ?, last_error = ?, outcome_path = ?, updated_at = ?, finished_at = ? "
-                "WHERE id = ?",
-                (
-                    updated.state.value, updated.attempts, updated.next_attempt_at, _encode(updated.vendor),
-                    _encode(updated.digests), updated.size, updated.mtime_ns, _encode(updated.last_error),
-                    _text(updated.outcome_path), now, updated.finished_at, job_id,
-                ),
-            )
-            return updated
+            return _row_to_job(rows[0])
 
-        return self._write(update)
+        return self._write(update, single_statement=True)
 
     def failed_since(self, since: float) -> int:
         """How many jobs ended in failed/ at or after ``since`` (for `hotfolder once`)."""

@@ -371,3 +371,19 @@ def test_possible_twins_are_older_unhashed_or_equal_digests_of_the_same_size(tmp
     assert [job.id for job in twins] == [older_unhashed.id, same_sha.id, same_md5.id]
     assert younger_unhashed.id not in {job.id for job in twins}
     assert journal.possible_twins("fulcrum", "rec-1", me.id, 11, mine) == []  # another size: no twin
+
+
+def test_vendor_ids_and_errors_keep_names_that_are_not_utf8(tmp_path: Path) -> None:
+    """A duplicate's note names its twin, whose name may not be UTF-8 (a surrogate-escaped str)."""
+    name = os.fsdecode(b"caf\xe9.jpg")
+    journal = Journal(tmp_path / "j.db")
+    job = _add(journal, f"fulcrum/rec-1/{name}")
+    assert job is not None
+    step = StepRecord(state=State.TO_DONE, attempts=0, vendor_update={"duplicate_of_file": f"done/{name}"},
+                      last_error={"step": "presign", "reason": f"twin {name}"})
+    assert journal.record(job.id, step).vendor == {"duplicate_of_file": f"done/{name}"}
+    journal.add_vendor_ids([job.id], {"also": name})
+    journal.close()
+    stored = Journal(tmp_path / "j.db").get(job.id)
+    assert stored.vendor == {"duplicate_of_file": f"done/{name}", "also": name}
+    assert stored.last_error == {"step": "presign", "reason": f"twin {name}"}

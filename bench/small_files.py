@@ -19,6 +19,11 @@ lock as the daemon's link step holds one), and nothing else: no journal, no watc
 no moves. Daemon and baseline use separate records (same count), so neither sees the other's
 longer attachment lists.
 
+A second figure beside it, the floor: the same bare script plus, per file, the seven durable
+``Journal.record`` commits the daemon makes (hash, presign, upload, finalize, link, destination,
+done), on the journal's own connection. It shows what the crash promise ("every step recorded before
+the next side effect") costs by itself on this machine, before any daemon logic.
+
 Both sides are GIL-bound on this 2-core machine beside the simulator, and a single pairing varies by
 about ±15 %: ``--rounds`` (default 3) alternates baseline and daemon on fresh records and reports the
 round with the median ratio, listing every round's ratio.
@@ -50,6 +55,9 @@ from common import (
     write_config,
 )
 
+from daemon.journal import Journal, NewJob, StepRecord
+from daemon.pipeline import State
+
 TARGET_RATIO = 0.8
 HEADERS = {"X-ApiToken": FULCRUM_TOKEN, "Accept": "application/json"}
 
@@ -73,13 +81,36 @@ def bare_upload(client: httpx.Client, locks: dict[str, threading.Lock], record: 
         client.put(url, json={"record": current}, headers=HEADERS).raise_for_status()
 
 
-def run_baseline(url: str, files: list[tuple[str, Path]], workers: int) -> tuple[float, float, int]:
-    """Wall seconds, this process's CPU seconds and its context switches for the bare script."""
+STEPS_JOURNALED = 7  # the daemon's commits per file: hash, presign, upload, finalize, link, destination, done
+
+
+def journaled_upload(client: httpx.Client, locks: dict[str, threading.Lock], record: str, path: Path,
+                     journal: Journal, job_id: int) -> None:
+    """The bare calls plus the daemon's durable journal commits per file, and nothing else."""
+    for number in range(2):  # hash, then presign (its ids) before the PUT
+        journal.record(job_id, StepRecord(state=State.PRESIGN, attempts=0, vendor_update={f"step{number}": 1}))
+    bare_upload(client, locks, record, path)
+    for number in range(2, STEPS_JOURNALED):
+        journal.record(job_id, StepRecord(state=State.LINK, attempts=0, vendor_update={f"step{number}": 1}))
+
+
+def run_baseline(url: str, files: list[tuple[str, Path]], workers: int,
+                 journal: Journal | None = None) -> tuple[float, float, int]:
+    """Wall seconds, this process's CPU seconds and its context switches for the bare script (with
+    ``journal``: plus the daemon's seven durable commits per file, the jobs added beforehand)."""
     locks = {record: threading.Lock() for record, _ in files}
     limits = httpx.Limits(max_connections=workers, max_keepalive_connections=workers)
+    job_ids = [job.id for job in journal.add_jobs([
+        NewJob("fulcrum", record, None, path.name, f"fulcrum/{record}/{path.name}", 1, 1) for record, path in files
+    ])] if journal is not None else []
     with httpx.Client(base_url=url, limits=limits, timeout=60) as client, ThreadPoolExecutor(workers) as pool:
         started, cpu_started, switches = time.perf_counter(), time.process_time(), _context_switches()
-        for future in [pool.submit(bare_upload, client, locks, record, path) for record, path in files]:
+        if journal is None:
+            futures = [pool.submit(bare_upload, client, locks, record, path) for record, path in files]
+        else:
+            futures = [pool.submit(journaled_upload, client, locks, record, path, journal, job_id)
+                       for (record, path), job_id in zip(files, job_ids, strict=True)]
+        for future in futures:
             future.result()
         return time.perf_counter() - started, time.process_time() - cpu_started, _context_switches() - switches
 
@@ -94,6 +125,7 @@ class Round:
     base_seconds: float
     base_cpu: float
     base_switches: int
+    floor_seconds: float  # bare calls + the journal's commits
     window: float
     whole: float
     daemon: DaemonProcess
@@ -102,16 +134,25 @@ class Round:
 def run_round(root: Path, number: int, args: argparse.Namespace, url: str, wrapper: tuple[str, ...]) -> Round:
     """One baseline run, then one daemon run, each on fresh records (``rec-b-<n>-…``, ``rec-d-<n>-…``)
     so neither pays for the attachments the other (or an earlier round) left on a record."""
-    daemon_records = [f"rec-d{number}-{n:03d}" for n in range(args.records)]
-    baseline_records = [f"rec-b{number}-{n:03d}" for n in range(args.records)]
+    def records(side: str) -> list[str]:
+        return [f"rec-{side}{number}-{n:03d}" for n in range(args.records)]
+
+    def staged(side: str) -> list[tuple[str, Path]]:
+        names = records(side)
+        paths = make_small_files(lambda i: root / f"staging-{side}{number}" / names[i % args.records], args.files,
+                                 args.size)
+        return [(path.parent.name, path) for path in paths]
+
     site = root / f"site-{number}"
-    inbox = site / "inbox" / "fulcrum"
-    make_small_files(lambda i: inbox / daemon_records[i % args.records], args.files, args.size)
-    staged = make_small_files(lambda i: root / f"staging-{number}" / baseline_records[i % args.records], args.files,
-                              args.size)
-    base_seconds, base_cpu, base_switches = run_baseline(url, [(p.parent.name, p) for p in staged], args.workers)
+    daemon_records = records("d")
+    make_small_files(lambda i: site / "inbox" / "fulcrum" / daemon_records[i % args.records], args.files, args.size)
+    base_seconds, base_cpu, base_switches = run_baseline(url, staged("b"), args.workers)
     print(f"round {number}: baseline {args.files / base_seconds:.0f} files/s ({base_seconds:.2f} s), "
           f"CPU {base_cpu:.1f} s", flush=True)
+    floor_journal = Journal(root / f"floor-{number}.db")
+    floor_seconds, _, _ = run_baseline(url, staged("j"), args.workers, floor_journal)
+    floor_journal.close()
+    print(f"round {number}: bare calls + journal commits {args.files / floor_seconds:.0f} files/s", flush=True)
 
     config = write_config(site, {"fulcrum": demo_target(url, "fulcrum")}, settle="200ms", workers=args.workers)
     daemon = DaemonProcess("once", config, site / "daemon.log", sample_interval=0.2, wrapper=wrapper)
@@ -129,7 +170,7 @@ def run_round(root: Path, number: int, args: argparse.Namespace, url: str, wrapp
     window = max(finished) - min(queued)
     print(f"round {number}: daemon window {args.files / window:.0f} files/s ({window:.2f} s), whole run "
           f"{whole:.2f} s, CPU {daemon.cpu_seconds:.1f} s, peak RSS {daemon.peak_rss / MIB:.0f} MiB", flush=True)
-    return Round(base_seconds, base_cpu, base_switches, window, whole, daemon)
+    return Round(base_seconds, base_cpu, base_switches, floor_seconds, window, whole, daemon)
 
 
 def main() -> int:
@@ -147,7 +188,7 @@ def main() -> int:
 
     wrapper = ("py-spy", "record", "--gil", "-r", "200", "-f", "speedscope", "-o", args.profile, "--") \
         if args.profile else ()
-    all_records = [f"rec-{side}{number}-{n:03d}" for number in range(args.rounds) for side in "bd"
+    all_records = [f"rec-{side}{number}-{n:03d}" for number in range(args.rounds) for side in "bjd"
                    for n in range(args.records)]
     with workdir("small", args.keep) as root, SandboxProcess(root / "sim", fulcrum_records=all_records) as sandbox:
         rounds = [run_round(root, number, args, sandbox.url, wrapper) for number in range(args.rounds)]
@@ -164,6 +205,9 @@ def main() -> int:
     report.add("daemon, whole `once` run (incl. start, settle, idle check)",
                f"{args.files / chosen.whole:.0f} files/s", f"bare httpx {base_rate:.0f} files/s",
                f"{args.files / chosen.whole / base_rate:.2f}")
+    floor_rate = args.files / chosen.floor_seconds
+    report.add(f"floor: bare calls + the daemon's {STEPS_JOURNALED} journal commits per file (Journal.record)",
+               f"{floor_rate:.0f} files/s", f"bare httpx {base_rate:.0f} files/s", f"{floor_rate / base_rate:.2f}")
     report.notes.append("ratios of every round: " + ", ".join(f"{ratio:.2f}" for ratio, _ in ratios))
     daemon = chosen.daemon
     per_file = daemon.cpu_seconds / args.files * 1000

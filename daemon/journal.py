@@ -25,8 +25,9 @@ What is promised, step by step:
 4. Secrets never enter the journal: presigned URLs and their headers live in memory only.
    A job that restarts at ``upload`` finds no URL and goes back to ``presign``.
 5. A file leaves the inbox only after the journal says where it goes: the destination is
-   committed first (``outcome_path``), then the file is moved, then the job is closed. A
-   crash in between is finished by ``outcomes.finish_interrupted_move``.
+   committed first (``outcome_path``; for done/ in the same commit as the link's result), then
+   the file is moved, then the job is closed. A crash in between is finished by
+   ``outcomes.finish_interrupted_move``.
 6. Only one unfinished job may exist per inbox path (a partial unique index), so a file
    seen twice (event + rescan, or before and after a restart) never becomes two jobs.
 
@@ -146,6 +147,7 @@ class StepRecord:
     last_error: Mapping[str, Any] | None = None
     clear_error: bool = False
     outcome_path: str | None = None
+    clear_outcome_path: bool = False  # the planned destination was not used (the file was taken away)
     extra_vendor_removals: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -475,12 +477,14 @@ class Journal:
             f"UPDATE jobs SET state = ?, attempts = ?, next_attempt_at = ?, vendor = {vendor_sql}, "
             "digests = COALESCE(?, digests), size = COALESCE(?, size), mtime_ns = COALESCE(?, mtime_ns), "
             "last_error = COALESCE(?, CASE WHEN ? THEN NULL ELSE last_error END), "
-            f"outcome_path = COALESCE(?, outcome_path), updated_at = ?, finished_at = ? WHERE id = ? "
+            "outcome_path = CASE WHEN ? THEN NULL ELSE COALESCE(?, outcome_path) END, updated_at = ?, "
+            "finished_at = ? WHERE id = ? "
             f"RETURNING {_COLUMNS}"
         )
         args = (
             step.state.value, step.attempts, step.next_attempt_at, *vendor_args, _encode(step.digests), step.size,
-            step.mtime_ns, _encode(step.last_error), step.clear_error, _text(step.outcome_path), now, finished_at,
+            step.mtime_ns, _encode(step.last_error), step.clear_error, step.clear_outcome_path,
+            _text(step.outcome_path), now, finished_at,
             job_id,
         )
 

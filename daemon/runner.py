@@ -51,7 +51,7 @@ class _StepResult:
     outcome: Outcome
     ids: Mapping[str, Any] = field(default_factory=dict)
     digests: FileDigests | None = None
-    outcome_path: str | None = None
+    outcome_path: str | None = None  # where the file went; "" when it left the inbox by other hands
     bytes: int = 0
 
 
@@ -260,7 +260,8 @@ class Runner:
             attempts=decision.attempts,
             next_attempt_at=self._clock() + decision.delay if decision.delay > 0 else 0.0,
             vendor_update=redact_value(dict(result.ids)) if result.ids else None,
-            outcome_path=result.outcome_path,
+            outcome_path=result.outcome_path or None,
+            clear_outcome_path=result.outcome_path == "",
         )
         if result.digests is not None:
             record.digests = result.digests.as_dict()
@@ -275,7 +276,23 @@ class Runner:
             }
         elif decision.state is State.TO_DONE:
             record.clear_error = True  # earlier setbacks were overcome; the job succeeded
+        if decision.state is State.TO_DONE and job.outcome_path is None and record.outcome_path is None:
+            # The destination goes into the same commit as the link's result: it is durable before
+            # the move (crash rule 5) without a commit of its own.
+            record.outcome_path = self._plan_destination(job, self.settings.done)
         return self.journal.record(job.id, record)
+
+    def _plan_destination(self, job: Job, root: Path) -> str | None:
+        """Where ``job``'s file will go below ``root``: the same place as below the inbox, under a free
+        name. None if the file is no longer there (nothing will move) or the folder cannot be read."""
+        source = self._source(job)
+        try:
+            if not source.exists() and not source.is_symlink():
+                return None
+            wanted = root / job.relpath
+            return str(outcomes.free_name(wanted.parent, wanted.name))
+        except OSError:
+            return None  # the move step plans again, and says why if it still cannot
 
     def _log_step(self, step: State, job: Job, result: _StepResult, decision: Decision, duration: float) -> None:
         quiet = result.outcome.kind is OutcomeKind.SUCCESS and not _debug_log.isEnabledFor(logging.DEBUG)
@@ -495,7 +512,8 @@ class Runner:
                 if not source.exists() and not source.is_symlink():
                     # Attached (or failed) but the file itself was taken away meanwhile: nothing to move.
                     return _StepResult(Outcome.success())
-                # The same place below the outcome root as below the inbox (refused files included).
+                # Not planned with the previous step (refused and failed files, a folder that could
+                # not be read then): the same place below the outcome root as below the inbox.
                 wanted = root / job.relpath
                 planned = outcomes.free_name(wanted.parent, wanted.name)
                 # Journal first: the destination is durable before the file moves (crash rule 5).
@@ -508,7 +526,8 @@ class Runner:
             elif source.exists():
                 final = outcomes.move_file(source, planned)
             else:
-                return _StepResult(Outcome.success())
+                # Taken away after its destination was planned: nothing moved, so none is recorded.
+                return _StepResult(Outcome.success(), outcome_path="")
             if sidecar:
                 outcomes.write_sidecar(final, self._sidecar_info(job, final))
             elif job.vendor.get("duplicate_of"):

@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 
+from daemon.journal import Journal, StepRecord
+from daemon.pipeline import State
 from tests.harness import Site, run_once_in_process, site
 
 __all__ = ["site"]
@@ -94,3 +96,24 @@ def test_the_same_bytes_for_another_record_are_not_a_duplicate(site: Site) -> No
     site.drop("rec-2", "p.jpg", data)
     assert run_once_in_process(site) == 0
     assert len(site.attachments_on("rec-1")) == len(site.attachments_on("rec-2")) == 1
+
+
+def test_a_planned_destination_is_dropped_when_the_file_was_taken_away(site: Site) -> None:
+    """A job stopped after its link with the destination planned (committed with the link's result);
+    meanwhile someone took the file out of the inbox. The job closes as done without claiming a place."""
+    site.drop("rec-1", "other.pdf", b"an ordinary file beside it")
+    journal = Journal(site.journal_path)
+    job = journal.add_job(target="fulcrum", record="rec-1", group=None, name="gone.pdf",
+                          relpath="fulcrum/rec-1/gone.pdf", size=3, mtime_ns=1)
+    assert job is not None
+    planned = site.done / "fulcrum" / "rec-1" / "gone.pdf"
+    journal.record(job.id, StepRecord(state=State.TO_DONE, attempts=0, outcome_path=str(planned)))
+    journal.close()
+
+    assert run_once_in_process(site) == 0
+    journal = Journal(site.journal_path)
+    closed = journal.get(job.id)
+    assert closed.state is State.DONE and closed.outcome_path is None
+    assert not planned.exists()
+    beside = [j.outcome_path for j in journal.jobs(states=(State.DONE,)) if j.name == "other.pdf"]
+    assert beside == [str(site.done / "fulcrum" / "rec-1" / "other.pdf")]  # planned with its link, then moved

@@ -19,9 +19,9 @@ lock as the daemon's link step holds one), and nothing else: no journal, no watc
 no moves. Daemon and baseline use separate records (same count), so neither sees the other's
 longer attachment lists.
 
-A second figure beside it, the floor: the same bare script plus, per file, the seven durable
-``Journal.record`` commits the daemon makes (hash, presign, upload, finalize, link, destination,
-done), on the journal's own connection. It shows what the crash promise ("every step recorded before
+A second figure beside it, the floor: the same bare script plus, per file, the six durable
+``Journal.record`` commits the daemon makes (hash, presign, upload, finalize, link with the planned
+destination, done). It shows what the crash promise ("every step recorded before
 the next side effect") costs by itself on this machine, before any daemon logic.
 
 Both sides are GIL-bound on this 2-core machine beside the simulator, and a single pairing varies by
@@ -81,7 +81,7 @@ def bare_upload(client: httpx.Client, locks: dict[str, threading.Lock], record: 
         client.put(url, json={"record": current}, headers=HEADERS).raise_for_status()
 
 
-STEPS_JOURNALED = 7  # the daemon's commits per file: hash, presign, upload, finalize, link, destination, done
+STEPS_JOURNALED = 6  # the daemon's commits per file: hash, presign, upload, finalize, link (+ destination), done
 
 
 def journaled_upload(client: httpx.Client, locks: dict[str, threading.Lock], record: str, path: Path,
@@ -90,7 +90,7 @@ def journaled_upload(client: httpx.Client, locks: dict[str, threading.Lock], rec
     for number in range(2):  # hash, then presign (its ids) before the PUT
         journal.record(job_id, StepRecord(state=State.PRESIGN, attempts=0, vendor_update={f"step{number}": 1}))
     bare_upload(client, locks, record, path)
-    for number in range(2, STEPS_JOURNALED):
+    for number in range(2, STEPS_JOURNALED):  # finalize, link, ... after the calls: the same count
         journal.record(job_id, StepRecord(state=State.LINK, attempts=0, vendor_update={f"step{number}": 1}))
 
 

@@ -197,13 +197,30 @@ def restart_figures(root: Path, jobs: int) -> dict[str, float]:
     opened, quick, schema, queries = (float(x) for x in output.stdout.split())
     with SandboxProcess(root / "sim") as sandbox:
         config = write_config(site, {"fulcrum": demo_target(sandbox.url, "fulcrum")})
-        with DaemonProcess("run", config, site / "daemon.log") as daemon:
-            if not wait_until(lambda: any(e.get("event") == "watching" for e in daemon.events()), 300, 0.02):
-                raise SystemExit(f"the daemon did not start; see {daemon.log}")
-            watching = next(e["t"] for e in daemon.events() if e.get("event") == "watching")
-            ready = watching - daemon.started_at
+        ready = time_to_watching(config, site / "daemon.log")
+        # Cold: as after a reboot, nothing of the journal in the page cache (needs root; else skipped).
+        cold = time_to_watching(config, site / "daemon-cold.log") if drop_page_cache() else float("nan")
     return {"open": opened, "quick_check": quick, "schema": schema, "queries": queries, "run_to_watching": ready,
-            "size": journal.stat().st_size}
+            "cold_run_to_watching": cold, "size": journal.stat().st_size}
+
+
+def time_to_watching(config: Path, log: Path) -> float:
+    """Seconds from starting `hotfolder run` to its "watching" line; the daemon is stopped after."""
+    with DaemonProcess("run", config, log) as daemon:
+        if not wait_until(lambda: any(e.get("event") == "watching" for e in daemon.events()), 300, 0.02):
+            raise SystemExit(f"the daemon did not start; see {daemon.log}")
+        watching = next(e["t"] for e in daemon.events() if e.get("event") == "watching")
+        return watching - daemon.started_at
+
+
+def drop_page_cache() -> bool:
+    """Write dirty pages out and drop the page cache; False if this user may not."""
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError:
+        return False
+    return True
 
 
 def main() -> int:
@@ -235,6 +252,10 @@ def main() -> int:
     report.add("job intake (Journal.add_job) alongside", f"{adds:.0f}/s")
     report.add("restart: `hotfolder run` start → \"watching\"", f"{restart['run_to_watching']:.2f} s",
                target=f"≤ {TARGET_RESTART_S:g} s", met=restart["run_to_watching"] <= TARGET_RESTART_S)
+    cold = restart["cold_run_to_watching"]
+    report.add("restart, cold page cache (as after a reboot)",
+               "not measured (needs root)" if cold != cold else f"{cold:.2f} s",
+               target=f"≤ {TARGET_RESTART_S:g} s", met=None if cold != cold else cold <= TARGET_RESTART_S)
     report.add("restart: Journal(path) open", f"{restart['open']:.2f} s")
     report.add("  of which PRAGMA quick_check", f"{restart['quick_check']:.2f} s")
     report.add("  of which the schema script", f"{restart['schema']:.3f} s")

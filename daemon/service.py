@@ -67,7 +67,7 @@ class Daemon:
             folder.mkdir(parents=True, exist_ok=True)
         for name in settings.targets:
             (settings.inbox / name).mkdir(exist_ok=True)
-        self.journal = Journal(settings.journal)
+        self.journal = Journal(settings.journal, daemon=True)
         if self.journal.recovered_from is not None:
             log.error("journal was damaged; moved aside and started afresh", damaged=str(self.journal.recovered_from))
         self.clients: list[httpx.Client] = []

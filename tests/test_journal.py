@@ -387,3 +387,54 @@ def test_vendor_ids_and_errors_keep_names_that_are_not_utf8(tmp_path: Path) -> N
     stored = Journal(tmp_path / "j.db").get(job.id)
     assert stored.vendor == {"duplicate_of_file": f"done/{name}", "also": name}
     assert stored.last_error == {"step": "presign", "reason": f"twin {name}"}
+
+
+# -- the whole-file check: after every unclean stop, at least weekly, and skipped after a clean one -----
+
+
+def test_the_whole_file_check_is_skipped_only_after_a_clean_stop(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    first = _filled(path, 50)
+    first.close()
+    unrecorded = Journal(path, daemon=True)
+    assert unrecorded.fully_checked  # no clean stop recorded yet
+    unrecorded.close()
+    clean = Journal(path, daemon=True)
+    job = _add(clean, "fulcrum/rec-2/new.pdf")
+    assert job is not None
+    clean.close()
+    after_clean = Journal(path, daemon=True)
+    assert not after_clean.fully_checked  # 0.5-9 s saved with a large journal
+    assert after_clean.get(job.id).relpath == "fulcrum/rec-2/new.pdf"
+    after_clean.close()
+    week_later = Journal(path, daemon=True, clock=lambda: time.time() + 8 * 86400)
+    assert week_later.fully_checked  # at least weekly all the same
+    week_later.close()
+
+
+def test_a_daemon_killed_mid_run_gets_the_whole_file_check(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    Journal(path, daemon=True).close()
+    Journal(path, daemon=True).close()  # a clean stop recorded
+    _run_then_kill9(path, (
+        "j = Journal(Path(sys.argv[1]), daemon=True)\n"
+        "job = j.add_job(target='t', record='r', group=None, name='f', relpath='t/r/f', size=1, mtime_ns=1)\n"
+    ))
+    reopened = Journal(path, daemon=True)
+    assert reopened.fully_checked and reopened.recovered_from is None
+    assert [job.relpath for job in reopened.jobs()] == ["t/r/f"]
+
+
+def test_a_clean_journal_cut_at_a_page_boundary_is_still_caught(tmp_path: Path) -> None:
+    """The size no longer matches the header after a clean stop: checked in full, found damaged."""
+    path = tmp_path / "j.db"
+    journal = _filled(path, 200)
+    journal.close()
+    daemon_journal = Journal(path, daemon=True)
+    daemon_journal.close()  # clean stop recorded, the WAL checkpointed and gone
+    size = path.stat().st_size
+    with open(path, "r+b") as handle:
+        handle.truncate(size // 2 - (size // 2) % 4096)  # whole pages gone, no torn page to notice
+    reopened = Journal(path, daemon=True)
+    assert reopened.fully_checked
+    assert reopened.recovered_from is not None

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import threading
@@ -197,19 +198,28 @@ def restart_figures(root: Path, jobs: int) -> dict[str, float]:
     opened, quick, schema, queries = (float(x) for x in output.stdout.split())
     with SandboxProcess(root / "sim") as sandbox:
         config = write_config(site, {"fulcrum": demo_target(sandbox.url, "fulcrum")})
-        ready = time_to_watching(config, site / "daemon.log")
-        # Cold: as after a reboot, nothing of the journal in the page cache (needs root; else skipped).
-        cold = time_to_watching(config, site / "daemon-cold.log") if drop_page_cache() else float("nan")
-    return {"open": opened, "quick_check": quick, "schema": schema, "queries": queries, "run_to_watching": ready,
-            "cold_run_to_watching": cold, "size": journal.stat().st_size}
+        # The journal was built outside the daemon: no clean stop is recorded, so this start checks
+        # the whole file, as after a crash; it ends with SIGTERM, a clean stop.
+        unclean_warm = time_to_watching(config, site / "daemon-1.log")
+        clean_warm = time_to_watching(config, site / "daemon-2.log", kill=True)  # then killed: unclean
+        # Cold: as after a reboot, nothing in the page cache (needs root; else not measured).
+        unclean_cold = time_to_watching(config, site / "daemon-3.log") if drop_page_cache() else float("nan")
+        clean_cold = time_to_watching(config, site / "daemon-4.log") if drop_page_cache() else float("nan")
+    return {"open": opened, "quick_check": quick, "schema": schema, "queries": queries,
+            "unclean_warm": unclean_warm, "clean_warm": clean_warm, "unclean_cold": unclean_cold,
+            "clean_cold": clean_cold, "size": journal.stat().st_size}
 
 
-def time_to_watching(config: Path, log: Path) -> float:
-    """Seconds from starting `hotfolder run` to its "watching" line; the daemon is stopped after."""
+def time_to_watching(config: Path, log: Path, *, kill: bool = False) -> float:
+    """Seconds from starting `hotfolder run` to its "watching" line; the daemon is then stopped
+    with SIGTERM (a clean stop) or, with ``kill``, SIGKILL (the next start sees an unclean one)."""
     with DaemonProcess("run", config, log) as daemon:
         if not wait_until(lambda: any(e.get("event") == "watching" for e in daemon.events()), 300, 0.02):
             raise SystemExit(f"the daemon did not start; see {daemon.log}")
         watching = next(e["t"] for e in daemon.events() if e.get("event") == "watching")
+        if kill:
+            os.kill(daemon.pid, signal.SIGKILL)
+            daemon.wait(60)
         return watching - daemon.started_at
 
 
@@ -250,12 +260,15 @@ def main() -> int:
                f"≥ {TARGET_RATE:g}/s", rate >= TARGET_RATE)
     report.add(f"what batching would buy: {args.batch} UPDATEs per COMMIT", f"{batched:.0f}/s")
     report.add("job intake (Journal.add_job) alongside", f"{adds:.0f}/s")
-    report.add("restart: `hotfolder run` start → \"watching\"", f"{restart['run_to_watching']:.2f} s",
-               target=f"≤ {TARGET_RESTART_S:g} s", met=restart["run_to_watching"] <= TARGET_RESTART_S)
-    cold = restart["cold_run_to_watching"]
-    report.add("restart, cold page cache (as after a reboot)",
-               "not measured (needs root)" if cold != cold else f"{cold:.2f} s",
-               target=f"≤ {TARGET_RESTART_S:g} s", met=None if cold != cold else cold <= TARGET_RESTART_S)
+    for key, label in (("clean_warm", "after a clean stop, warm page cache"),
+                       ("clean_cold", "after a clean stop, cold page cache (as after a reboot)"),
+                       ("unclean_warm", "after a crash (whole-file check), warm page cache"),
+                       ("unclean_cold", "after a crash (whole-file check), cold page cache")):
+        seconds = restart[key]
+        measured = seconds == seconds  # NaN when the page cache could not be dropped
+        report.add(f"restart, `hotfolder run` start → \"watching\": {label}",
+                   f"{seconds:.2f} s" if measured else "not measured (needs root)",
+                   target=f"≤ {TARGET_RESTART_S:g} s", met=seconds <= TARGET_RESTART_S if measured else None)
     report.add("restart: Journal(path) open", f"{restart['open']:.2f} s")
     report.add("  of which PRAGMA quick_check", f"{restart['quick_check']:.2f} s")
     report.add("  of which the schema script", f"{restart['schema']:.3f} s")

@@ -537,7 +537,9 @@ class Watcher:
 
         # Shared between nominating threads and the settle thread, guarded by _cond.
         self._cond = threading.Condition()
-        self._incoming: dict[str, _Sighting] = {}
+        # Nominated paths with the clock time of the nomination: a stat the walk took counts from
+        # then, not from when the settle thread gets to it (at start, after a walk of 100,000 files).
+        self._incoming: dict[str, tuple[_Sighting, float]] = {}
         self._forgotten: set[str] = set()
         self._reconcile: list[set[str]] = []
         self._in_flight = 0
@@ -703,11 +705,12 @@ class Watcher:
             self._walk(path, seen=None)
 
     def _submit(self, sightings: dict[str, _Sighting]) -> None:
+        stamp = self._clock()
         with self._cond:
             for path, seen in sightings.items():
                 # A fresh lstat (None) beats a stat the walk took earlier.
                 if seen is None or path not in self._incoming:
-                    self._incoming[path] = seen
+                    self._incoming[path] = (seen, stamp)
             self._cond.notify()
 
     # --- rescans ---
@@ -803,24 +806,36 @@ class Watcher:
                 return
 
     def _process(
-        self, incoming: dict[str, _Sighting], forgotten: set[str], reconcile: list[set[str]]
+        self, incoming: dict[str, tuple[_Sighting, float]], forgotten: set[str], reconcile: list[set[str]]
     ) -> None:
         now = self._clock()
         out: list[_Callback] = []
         for path in forgotten:
             self._drop(path)
-            incoming[path] = None  # something new may already sit at that path
-        for path, sighting in incoming.items():
-            self._observe(path, sighting, now, out)
+            incoming[path] = (None, now)  # something new may already sit at that path
+        for number, (path, (sighting, stamp)) in enumerate(incoming.items(), 1):
+            # A stat taken at nomination holds for that moment; an lstat taken here holds for now.
+            self._observe(path, sighting, now if sighting is None else min(stamp, now), out)
+            if number % BATCH_SIZE == 0:
+                # A pass over a start scan's 100,000 nominations takes seconds: hand over what has
+                # settled meanwhile instead of keeping it until the pass ends.
+                now = self._clock()
+                self._release_due(now, out)
+                self._deliver(out)
+                out = []
         for seen in reconcile:
             self._reconcile_with(seen, now, out)
+        self._release_due(self._clock(), out)
+        self._deliver(out)
+
+    def _release_due(self, now: float, out: list[_Callback]) -> None:
+        """Sample again every candidate whose settle time has come."""
         while self._due and self._due[0][0] <= now:
             due, path = heapq.heappop(self._due)
             candidate = self._candidates.get(path)
             # Else a stale heap entry: the file was sampled again or dropped since.
             if (candidate is not None and candidate.due == due) or self._empty.get(path) == due:
                 self._observe(path, None, now, out)
-        self._deliver(out)
 
     def _reconcile_with(self, seen: set[str], now: float, out: list[_Callback]) -> None:
         # Whatever we remember that the walk did not meet is either gone or arrived after its folder

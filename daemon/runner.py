@@ -159,8 +159,8 @@ class Runner:
 
         The id is claimed under ``_wake`` (counted in flight, so no two workers hold the same job);
         the row is read after, outside the lock, so other workers need not wait for that read.
-        Claiming several ids per query was tried and measured: no gain with small files, and the
-        first upload after a start with 100,000 files came 0.8 s later (bench/startup_100k.py).
+        Claiming several ids per query (the rest queued in memory) was tried and measured: no gain
+        with small files (bench/small_files.py), so the simpler one-at-a-time claim stays.
         """
         with self._wake:
             job_id = self._next_ready_id()
@@ -281,10 +281,15 @@ class Runner:
         try:
             if not source.exists() and not source.is_symlink():
                 return None
-            wanted = root / job.relpath
-            return str(outcomes.free_name(wanted.parent, wanted.name))
+            return str(self._free_destination(job, root))
         except OSError:
             return None  # the move step plans again, and says why if it still cannot
+
+    @staticmethod
+    def _free_destination(job: Job, root: Path) -> Path:
+        """The same place below ``root`` as below the inbox (refused files included), under a free name."""
+        wanted = root / job.relpath
+        return outcomes.free_name(wanted.parent, wanted.name)
 
     def _log_step(self, step: State, job: Job, result: _StepResult, decision: Decision, duration: float) -> None:
         quiet = result.outcome.kind is OutcomeKind.SUCCESS and not _debug_log.isEnabledFor(logging.DEBUG)
@@ -505,9 +510,8 @@ class Runner:
                     # Attached (or failed) but the file itself was taken away meanwhile: nothing to move.
                     return _StepResult(Outcome.success())
                 # Not planned with the previous step (refused and failed files, a folder that could
-                # not be read then): the same place below the outcome root as below the inbox.
-                wanted = root / job.relpath
-                planned = outcomes.free_name(wanted.parent, wanted.name)
+                # not be read then).
+                planned = self._free_destination(job, root)
                 # Journal first: the destination is durable before the file moves (crash rule 5).
                 self.journal.record(job.id, StepRecord(
                     state=job.state, attempts=job.attempts, outcome_path=str(planned),

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -186,6 +187,8 @@ def main() -> int:
                         "(speedscope format); the figures then include py-spy's overhead")
     args = parser.parse_args()
 
+    if args.profile and shutil.which("py-spy") is None:
+        raise SystemExit("--profile needs py-spy on PATH: .venv/bin/pip install py-spy")
     wrapper = ("py-spy", "record", "--gil", "-r", "200", "-f", "speedscope", "-o", args.profile, "--") \
         if args.profile else ()
     all_records = [f"rec-{side}{number}-{n:03d}" for number in range(args.rounds) for side in "bjd"

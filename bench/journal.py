@@ -13,11 +13,14 @@ finished jobs.
    can cost no less), and the same UPDATEs with SQLite's own settings but ``--batch`` steps per
    COMMIT, which is what "batch the syncs" (group commit) would buy.
 2. Restart. A journal with ``--finished`` finished jobs (rows as the runner leaves them: digests,
-   vendor ids, outcome path) is built, then timed: ``Journal(path)`` in a fresh process (its open
-   runs ``PRAGMA quick_check``, the schema script and ``user_version``) with each of those parts
-   timed alone, and ``python -m daemon run`` from start to its "watching" log line. The database was
-   just written, so it is in the page cache: a cold start after a reboot reads the file from disk
-   on top (about 680 MB/s here).
+   vendor ids, outcome path), finished evenly over the last ``--days`` days, is built; the daemon's
+   own archival pass then moves those older than ``--archive-after`` days into the archive beside it
+   (timed: a first pass after an upgrade moves nearly all of them at once; later passes move six
+   hours' worth). Then timed: ``Journal(path)`` in a fresh process (its open runs ``PRAGMA
+   quick_check``, the schema script and ``user_version``) with each of those parts timed alone, and
+   ``python -m daemon run`` from start to its "watching" log line, after a clean stop and after a
+   crash, with the files in the page cache and (as root) after dropping it, as after a reboot.
+   ``--days 0`` finishes every job just now, so nothing is archived: the figure without the archive.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from common import (
     write_config,
 )
 
+from daemon.archive import archive_path
 from daemon.journal import Journal, StepRecord
 from daemon.pipeline import State
 
@@ -139,12 +143,14 @@ def batched_rate(path: Path, batch: int, seconds: float = 3.0) -> float:
 # --- 2. restart ---------------------------------------------------------------------------------
 
 
-def build_finished(path: Path, jobs: int) -> None:
-    """``jobs`` rows as finished jobs look after a real run, written fast (no fsync: it is set-up)."""
+def build_finished(path: Path, jobs: int, days: float) -> None:
+    """``jobs`` rows as finished jobs look after a real run, finished evenly over the last ``days``
+    days, written fast (no fsync: it is set-up)."""
     Journal(path).close()
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA synchronous=OFF")
     now = time.time()
+    spacing = days * 86400 / jobs
 
     def rows():  # type: ignore[no-untyped-def]
         for n in range(jobs):
@@ -156,7 +162,7 @@ def build_finished(path: Path, jobs: int) -> None:
                             "size": 102400 + n}),
                 "done", json.dumps({"attachment_id": os.urandom(16).hex(), "etag": os.urandom(16).hex(),
                                     "finalized": True, "linked": True}),
-                f"/srv/scans/done/{relpath}", now - jobs + n, now - jobs + n + 1, now - jobs + n + 1,
+                f"/srv/scans/done/{relpath}", *(now - (jobs - n) * spacing - 1 + extra for extra in (0, 1, 1)),
             )
 
     conn.execute("BEGIN")
@@ -186,16 +192,26 @@ print(opened, quick, schema, queries)
 """
 
 
-def restart_figures(root: Path, jobs: int) -> dict[str, float]:
+def restart_figures(root: Path, jobs: int, days: float, archive_after: float) -> dict[str, float]:
     site = root / "restart"
     journal = site / "state" / "journal.db"
     journal.parent.mkdir(parents=True)
     started = time.perf_counter()
-    build_finished(journal, jobs)
-    print(f"built a journal of {jobs} finished jobs ({journal.stat().st_size / MIB:.0f} MiB) "
+    build_finished(journal, jobs, days)
+    built_size = journal.stat().st_size
+    print(f"built a journal of {jobs} finished jobs over {days:g} days ({built_size / MIB:.0f} MiB) "
           f"in {time.perf_counter() - started:.1f} s", flush=True)
+    opened = Journal(journal, daemon=True)
+    started = time.perf_counter()
+    archived = opened.archive_finished(archive_after * 86400)
+    archive_seconds = time.perf_counter() - started
+    opened.close()
+    archive = archive_path(journal)
+    archive_size = archive.stat().st_size if archive.exists() else 0
+    print(f"archival pass: {archived} jobs older than {archive_after:g} days moved in {archive_seconds:.1f} s; "
+          f"journal now {journal.stat().st_size / MIB:.0f} MiB, archive {archive_size / MIB:.0f} MiB", flush=True)
     output = subprocess.run([PYTHON, "-c", _OPEN_TIMING, str(journal)], capture_output=True, text=True, check=True)
-    opened, quick, schema, queries = (float(x) for x in output.stdout.split())
+    opened_s, quick, schema, queries = (float(x) for x in output.stdout.split())
     with SandboxProcess(root / "sim") as sandbox:
         config = write_config(site, {"fulcrum": demo_target(sandbox.url, "fulcrum")})
         # The journal was built outside the daemon: no clean stop is recorded, so this start checks
@@ -205,9 +221,10 @@ def restart_figures(root: Path, jobs: int) -> dict[str, float]:
         # Cold: as after a reboot, nothing in the page cache (needs root; else not measured).
         unclean_cold = time_to_watching(config, site / "daemon-3.log") if drop_page_cache() else float("nan")
         clean_cold = time_to_watching(config, site / "daemon-4.log") if drop_page_cache() else float("nan")
-    return {"open": opened, "quick_check": quick, "schema": schema, "queries": queries,
+    return {"open": opened_s, "quick_check": quick, "schema": schema, "queries": queries,
             "unclean_warm": unclean_warm, "clean_warm": clean_warm, "unclean_cold": unclean_cold,
-            "clean_cold": clean_cold, "size": journal.stat().st_size}
+            "clean_cold": clean_cold, "size": journal.stat().st_size, "built_size": built_size,
+            "archived": archived, "archive_seconds": archive_seconds, "archive_size": archive_size}
 
 
 def time_to_watching(config: Path, log: Path, *, kill: bool = False) -> float:
@@ -239,6 +256,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--batch", type=int, default=16, help="steps per COMMIT in the group-commit floor")
     parser.add_argument("--finished", type=int, default=100_000, help="finished jobs for the restart figure")
+    parser.add_argument("--days", type=float, default=365.0, help="the finished jobs finished over this many days")
+    parser.add_argument("--archive-after", type=float, default=30.0, help="days (the daemon's archive_after)")
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
 
@@ -250,10 +269,11 @@ def main() -> int:
         batched = batched_rate(root / "batchN.db", args.batch)
         print(f"floors: fdatasync {fsyncs:.0f}/s, UPDATE+COMMIT {single:.0f}/s, {args.batch} per COMMIT "
               f"{batched:.0f}/s", flush=True)
-        restart = restart_figures(root, args.finished)
+        restart = restart_figures(root, args.finished, args.days, args.archive_after)
 
     report = Report(
-        f"journal: {args.threads} threads for {args.seconds:g} s; restart with {args.finished} finished jobs"
+        f"journal: {args.threads} threads for {args.seconds:g} s; restart with {args.finished} finished jobs "
+        f"over {args.days:g} days, archive_after {args.archive_after:g} days"
     )
     report.add("durable step transitions (Journal.record)", f"{rate:.0f}/s",
                f"bare UPDATE+COMMIT {single:.0f}/s; fdatasync {fsyncs:.0f}/s", f"{rate / single:.2f}",
@@ -273,7 +293,11 @@ def main() -> int:
     report.add("  of which PRAGMA quick_check", f"{restart['quick_check']:.2f} s")
     report.add("  of which the schema script", f"{restart['schema']:.3f} s")
     report.add("  unfinished_count + ready_ids", f"{restart['queries']:.3f} s")
-    report.notes.append(f"journal file {restart['size'] / MIB:.0f} MiB, in the page cache")
+    report.add("archival pass (Journal.archive_finished)", f"{restart['archived']} jobs in "
+               f"{restart['archive_seconds']:.1f} s")
+    report.notes.append(f"journal file {restart['built_size'] / MIB:.0f} MiB as built, "
+                        f"{restart['size'] / MIB:.0f} MiB after the archival pass; archive "
+                        f"{restart['archive_size'] / MIB:.0f} MiB")
     report.print()
     return 0
 

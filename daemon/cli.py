@@ -79,6 +79,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     journal = Journal(settings.journal)
     try:
         counts = journal.counts_by_state()
+        archived = journal.archived_count()
         unfinished = journal.jobs(unfinished=True, limit=200)
         failures = journal.jobs(states=(State.FAILED,), limit=args.limit)
     finally:
@@ -87,6 +88,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         "journal": str(settings.journal),
         "unfinished_by_step": {s: n for s, n in counts.items() if State(s) not in TERMINAL_STATES},
         "finished": {s: n for s, n in counts.items() if State(s) in TERMINAL_STATES},
+        "archived": archived,
         "unfinished": [
             {
                 "job": job.id, "file": job.relpath, "step": job.state.value, "attempts": job.attempts,
@@ -112,6 +114,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"unfinished jobs by step: {waiting}")
     finished = ", ".join(f"{s} {n}" for s, n in report["finished"].items()) or "none"
     print(f"finished jobs: {finished}")
+    if archived:
+        print(f"older finished jobs, archived: {archived} (archive_after: {settings.archive_after / 86400:g} days)")
     for item in report["unfinished"]:
         line = f"  #{item['job']} {item['file']} at {item['step']}"
         if item["last_error"]:

@@ -120,6 +120,7 @@ class Settings:
     targets: Mapping[str, TargetSettings]
     log_level: str
     duplicates: str
+    archive_after: float  # seconds after which a finished job moves to the journal's archive
 
 
 # --- describing values without leaking them ----------------------------------------------------
@@ -213,8 +214,8 @@ def _expand(value: object, key: str, environ: Mapping[str, str]) -> object:
 
 # --- units -------------------------------------------------------------------------------------
 
-_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 _SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(?:([kmg])(?:i?b)?|(b))?", re.IGNORECASE)
 _SIZE_UNITS = {None: 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
@@ -224,8 +225,8 @@ def _is_number(value: object) -> bool:
 
 
 def parse_duration(value: object, key: str) -> float:
-    """Seconds from ``500ms``, ``5s``, ``2m``, ``1h`` or a bare number of seconds; never negative."""
-    expected = "a duration such as 500ms, 5s, 2m or 1h (a bare number means seconds)"
+    """Seconds from ``500ms``, ``5s``, ``2m``, ``1h``, ``30d`` or a bare number of seconds; never negative."""
+    expected = "a duration such as 500ms, 5s, 2m, 1h or 30d (a bare number means seconds)"
     if _is_number(value):
         seconds = float(value)  # type: ignore[arg-type]
     elif isinstance(value, str) and (match := _DURATION.fullmatch(value.strip())):
@@ -614,6 +615,7 @@ _TOP_KEYS = (
     "targets",
     "log_level",
     "duplicates",
+    "archive_after",
 )
 
 
@@ -639,6 +641,7 @@ def parse_settings(data: object, environ: Mapping[str, str]) -> Settings:
         targets=_parse_targets(top.data.get("targets"), environ),
         log_level=top.get("log_level", _choice(*LOG_LEVELS), "info"),
         duplicates=top.get("duplicates", _choice(*DUPLICATE_POLICIES), "skip"),
+        archive_after=top.get("archive_after", _duration(positive=True), "30d"),
     )
 
 

@@ -50,7 +50,6 @@ that weekly check, or by SQLite when the damaged page is read.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sqlite3
@@ -62,31 +61,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from daemon.archive import Archive, archive_path
+from daemon.jobrows import (
+    COLUMNS,
+    JOB_COLUMNS_DDL,
+    Job,
+    decode_json,
+    encode_json,
+    possible_twin_rows,
+    row_to_job,
+    sql_text,
+    whole_check_can_wait,
+)
 from daemon.pipeline import State
 
 SCHEMA_VERSION = 1
 FULL_CHECK_EVERY = 7 * 86400.0  # seconds: a whole-file check at least this often, even after clean stops
 
-_SCHEMA = """
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS jobs (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
-    target          TEXT NOT NULL,
-    record          TEXT,
-    grp             TEXT,
-    name            TEXT NOT NULL,
-    relpath         TEXT NOT NULL,
-    size            INTEGER NOT NULL,
-    mtime_ns        INTEGER NOT NULL,
-    digests         TEXT,
-    state           TEXT NOT NULL,
-    attempts        INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at REAL NOT NULL DEFAULT 0,
-    vendor          TEXT NOT NULL DEFAULT '{}',
-    last_error      TEXT,
-    outcome_path    TEXT,
-    created_at      REAL NOT NULL,
-    updated_at      REAL NOT NULL,
-    finished_at     REAL
+    {JOB_COLUMNS_DDL.strip()}
 );
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_one_active_per_path ON jobs(relpath) WHERE finished_at IS NULL;
 CREATE INDEX IF NOT EXISTS jobs_ready ON jobs(next_attempt_at) WHERE finished_at IS NULL;
@@ -94,38 +89,6 @@ CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state);
 CREATE INDEX IF NOT EXISTS jobs_by_record ON jobs(target, record, size);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
-
-_COLUMNS = (
-    "id, target, record, grp, name, relpath, size, mtime_ns, digests, state, attempts, "
-    "next_attempt_at, vendor, last_error, outcome_path, created_at, updated_at, finished_at"
-)
-
-
-@dataclass(frozen=True)
-class Job:
-    id: int
-    target: str
-    record: str | None
-    group: str | None
-    name: str
-    relpath: str  # POSIX path relative to the inbox
-    size: int
-    mtime_ns: int
-    digests: Mapping[str, Any] | None
-    state: State
-    attempts: int
-    next_attempt_at: float
-    vendor: Mapping[str, Any]  # ids each step returned (never secrets)
-    last_error: Mapping[str, Any] | None
-    outcome_path: str | None
-    created_at: float
-    updated_at: float
-    finished_at: float | None
-
-    @property
-    def finished(self) -> bool:
-        return self.finished_at is not None
-
 
 @dataclass(frozen=True)
 class NewJob:
@@ -160,32 +123,6 @@ class StepRecord:
     extra_vendor_removals: tuple[str, ...] = field(default_factory=tuple)
 
 
-def _encode(value: Any) -> str | None:
-    # ASCII: a file name that is not UTF-8 (a str with lone surrogates) becomes a \udcXX escape, which
-    # SQLite stores and json.loads turns back into the same str; raw, SQLite could not take it at all.
-    return None if value is None else json.dumps(value, sort_keys=True, ensure_ascii=True)
-
-
-def _decode(value: str | None) -> Any:
-    return None if value is None else json.loads(value)
-
-
-def _text(value: str | None) -> str | bytes | None:
-    """Names that are not UTF-8 arrive as str with surrogate escapes, which SQLite cannot store as
-    text: those are kept as their raw bytes (a BLOB) and turned back into the same str on reading."""
-    if value is None:
-        return None
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return os.fsencode(value)
-    return value
-
-
-def _str(value: str | bytes | None) -> str | None:
-    return os.fsdecode(value) if isinstance(value, bytes) else value
-
-
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -201,7 +138,7 @@ def _vendor_merge(step: StepRecord) -> tuple[str, list[Any]]:
     if step.vendor_update:
         sql = f"json_set({sql}{', ?, json(?)' * len(step.vendor_update)})"
         for key, value in step.vendor_update.items():
-            args.extend((f"$.{_plain_key(key)}", _encode(value)))
+            args.extend((f"$.{_plain_key(key)}", encode_json(value)))
     return sql, args
 
 
@@ -215,16 +152,11 @@ def _plain_key(key: str) -> str:
     return f'"{key}"'
 
 
-def _row_to_job(row: tuple[Any, ...]) -> Job:
-    (job_id, target, record, grp, name, relpath, size, mtime_ns, digests, state, attempts,
-     next_attempt_at, vendor, last_error, outcome_path, created_at, updated_at, finished_at) = row
-    return Job(
-        id=job_id, target=_str(target) or "", record=_str(record), group=_str(grp), name=_str(name) or "",
-        relpath=_str(relpath) or "", size=size,
-        mtime_ns=mtime_ns, digests=_decode(digests), state=State(state), attempts=attempts,
-        next_attempt_at=next_attempt_at, vendor=_decode(vendor) or {}, last_error=_decode(last_error),
-        outcome_path=_str(outcome_path), created_at=created_at, updated_at=updated_at, finished_at=finished_at,
-    )
+def _delete_rows(ids: list[int]) -> Callable[[sqlite3.Connection], None]:
+    def delete(conn: sqlite3.Connection) -> None:
+        conn.execute(f"DELETE FROM jobs WHERE id IN ({', '.join('?' * len(ids))})", ids)
+
+    return delete
 
 
 _T = TypeVar("_T")
@@ -270,6 +202,19 @@ class Journal:
             self._set_meta("clean_stop", "0")  # until close() says otherwise
         self._reader = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
         self._reader.execute("PRAGMA query_only=1")
+        # Finished jobs older than the daemon's ``archive_after`` (daemon/archive.py); opened when the
+        # file exists, created by the first archival pass that has something to move.
+        self.archive_recovered_from: Path | None = None
+        self._archive_lock = threading.Lock()  # one pass or check at a time; held while _archive changes
+        self._archive: Archive | None = self._open_archive() if archive_path(path).exists() else None
+
+    def _open_archive(self) -> Archive:
+        path = archive_path(self.path)
+        try:
+            return Archive(path, clock=self._clock, check_every=FULL_CHECK_EVERY)
+        except sqlite3.DatabaseError:
+            self.archive_recovered_from = self._move_aside(path)
+            return Archive(path, clock=self._clock, check_every=FULL_CHECK_EVERY)
 
     def _open(self, path: Path) -> sqlite3.Connection:
         conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
@@ -280,11 +225,14 @@ class Journal:
             # Checked by SQLite, never by reading the file ourselves: closing any other file
             # descriptor on the database drops this process's POSIX locks on it, and another
             # process may then checkpoint and delete the WAL under us (SQLite's documented pitfall).
-            if not (self._daemon and self._stopped_cleanly(conn, path)):
+            if not (self._daemon and whole_check_can_wait(conn, path, self._clock(), FULL_CHECK_EVERY)):
                 (ok,) = conn.execute("PRAGMA quick_check").fetchone()
                 if ok != "ok":
                     raise sqlite3.DatabaseError(f"quick_check: {ok}")
                 self.fully_checked = True
+            # Pages freed by archiving go back to the disk (``PRAGMA incremental_vacuum`` after a pass).
+            # Takes effect only on a file without tables yet: set before the schema, ignored after.
+            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
             conn.executescript(_SCHEMA)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             if self.fully_checked:
@@ -294,28 +242,6 @@ class Journal:
             conn.close()
             raise
         return conn
-
-    def _stopped_cleanly(self, conn: sqlite3.Connection, path: Path) -> bool:
-        """True when the whole-file check may be skipped: the daemon's last run closed the journal
-        (no WAL left behind, the file exactly the size its header gives) and the last whole-file
-        check is less than ``FULL_CHECK_EVERY`` old. quick_check reads every page: 0.5 s for 1,000,000
-        finished jobs in the page cache, about 9 s from a cold disk after a reboot (bench/journal.py).
-        After a crash or power cut, or when the file was cut or grown meanwhile, it runs as before."""
-        wal = Path(f"{path}-wal")
-        if wal.exists() and wal.stat().st_size > 0:
-            return False  # left by a run that did not close: SQLite deletes the WAL at a clean close
-        (page_size,) = conn.execute("PRAGMA page_size").fetchone()
-        (page_count,) = conn.execute("PRAGMA page_count").fetchone()
-        if page_size * page_count != path.stat().st_size:
-            return False
-        if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone():
-            return False
-        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-        try:
-            checked_at = float(meta.get("checked_at", "0"))
-        except ValueError:
-            return False
-        return meta.get("clean_stop") == "1" and self._clock() - checked_at < FULL_CHECK_EVERY
 
     def _set_meta(self, key: str, value: str) -> None:
         def store(conn: sqlite3.Connection) -> None:
@@ -336,6 +262,9 @@ class Journal:
     def close(self) -> None:
         if self._daemon:
             self._set_meta("clean_stop", "1")  # the next start may skip the whole-file check
+        with self._archive_lock:
+            if self._archive is not None:
+                self._archive.close()
         with self._lock, self._read_lock:
             self._reader.close()
             self._conn.close()
@@ -430,8 +359,9 @@ class Journal:
                 cursor = conn.execute(
                     "INSERT OR IGNORE INTO jobs (target, record, grp, name, relpath, size, mtime_ns, state, "
                     "last_error, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (_text(new.target), _text(new.record), _text(new.group), _text(new.name), _text(new.relpath),
-                     new.size, new.mtime_ns, new.state.value, _encode(new.last_error), now, now),
+                    (sql_text(new.target), sql_text(new.record), sql_text(new.group), sql_text(new.name),
+                     sql_text(new.relpath), new.size, new.mtime_ns, new.state.value, encode_json(new.last_error),
+                     now, now),
                 )
                 if cursor.rowcount:
                     added.append(Job(
@@ -447,17 +377,17 @@ class Journal:
 
     def get(self, job_id: int) -> Job:
         with self._read() as conn:
-            row = conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            row = conn.execute(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
             raise KeyError(job_id)
-        return _row_to_job(row)
+        return row_to_job(row)
 
     def active_job_for(self, relpath: str) -> Job | None:
         with self._read() as conn:
             row = conn.execute(
-                f"SELECT {_COLUMNS} FROM jobs WHERE relpath = ? AND finished_at IS NULL", (_text(relpath),)
+                f"SELECT {COLUMNS} FROM jobs WHERE relpath = ? AND finished_at IS NULL", (sql_text(relpath),)
             ).fetchone()
-        return None if row is None else _row_to_job(row)
+        return None if row is None else row_to_job(row)
 
     def ready_ids(self, now: float, limit: int, exclude: set[int] | frozenset[int] = frozenset()) -> list[int]:
         """Ids of unfinished jobs whose retry time has come, oldest retry time first."""
@@ -502,14 +432,14 @@ class Journal:
             args.extend(state.value for state in states)
         if unfinished:
             conditions.append("finished_at IS NULL")
-        query = f"SELECT {_COLUMNS} FROM jobs"
+        query = f"SELECT {COLUMNS} FROM jobs"
         if conditions:
             query += " WHERE " + " AND ".join(conditions)
         query += " ORDER BY id DESC LIMIT ?"
         args.append(limit)
         with self._read() as conn:
             rows = conn.execute(query, args).fetchall()
-        return [_row_to_job(row) for row in rows]
+        return [row_to_job(row) for row in rows]
 
     # -- recording steps -----------------------------------------------------------------------
 
@@ -529,8 +459,8 @@ class Journal:
             vendor_sql, vendor_args = _vendor_merge(step)
             assignments.append(f"vendor = {vendor_sql}")
             args.extend(vendor_args)
-        for column, value in (("digests", _encode(step.digests)), ("size", step.size), ("mtime_ns", step.mtime_ns),
-                              ("last_error", _encode(step.last_error))):
+        for column, value in (("digests", encode_json(step.digests)), ("size", step.size), ("mtime_ns", step.mtime_ns),
+                              ("last_error", encode_json(step.last_error))):
             if value is not None:
                 assignments.append(f"{column} = ?")
                 args.append(value)
@@ -540,11 +470,11 @@ class Journal:
             assignments.append("outcome_path = NULL")
         elif step.outcome_path is not None:
             assignments.append("outcome_path = ?")
-            args.append(_text(step.outcome_path))
+            args.append(sql_text(step.outcome_path))
         if step.state in (State.DONE, State.FAILED, State.GONE):
             assignments.append("finished_at = ?")  # finished jobs are never recorded again
             args.append(now)
-        statement = f"UPDATE jobs SET {', '.join(assignments)} WHERE id = ? RETURNING {_COLUMNS}"
+        statement = f"UPDATE jobs SET {', '.join(assignments)} WHERE id = ? RETURNING {COLUMNS}"
         args.append(job_id)
 
         def update(conn: sqlite3.Connection) -> Job:
@@ -552,7 +482,7 @@ class Journal:
             rows = conn.execute(statement, args).fetchall()
             if not rows:
                 raise KeyError(job_id)
-            return _row_to_job(rows[0])
+            return row_to_job(rows[0])
 
         return self._write(update, single_statement=True)
 
@@ -568,11 +498,11 @@ class Journal:
         """The jobs of one group folder that are unfinished or ended in failure, oldest first."""
         with self._read() as conn:
             rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM jobs WHERE target = ? AND record IS ? AND grp = ? "
+                f"SELECT {COLUMNS} FROM jobs WHERE target = ? AND record IS ? AND grp = ? "
                 "AND (finished_at IS NULL OR state = ?) ORDER BY id",
-                (_text(target), _text(record), _text(group), State.FAILED.value),
+                (sql_text(target), sql_text(record), sql_text(group), State.FAILED.value),
             ).fetchall()
-        return [_row_to_job(row) for row in rows]
+        return [row_to_job(row) for row in rows]
 
     def add_vendor_ids(self, job_ids: list[int], ids: Mapping[str, Any]) -> None:
         """Merge ``ids`` into several jobs' vendor ids in one durable transaction (group links)."""
@@ -581,8 +511,9 @@ class Journal:
         def merge(conn: sqlite3.Connection) -> None:
             for job_id in job_ids:
                 (current,) = conn.execute("SELECT vendor FROM jobs WHERE id = ?", (job_id,)).fetchone()
-                merged = {**(_decode(current) or {}), **ids}
-                conn.execute("UPDATE jobs SET vendor = ?, updated_at = ? WHERE id = ?", (_encode(merged), now, job_id))
+                merged = {**(decode_json(current) or {}), **ids}
+                conn.execute("UPDATE jobs SET vendor = ?, updated_at = ? WHERE id = ?",
+                             (encode_json(merged), now, job_id))
 
         self._write(merge)
 
@@ -591,15 +522,77 @@ class Journal:
     ) -> list[Job]:
         """Other jobs for one record, done or still under way (not failed or gone), oldest first, that
         may hold the same bytes as job ``exclude`` with ``digests``: same ``size``, and either older and
-        not hashed yet or with an equal SHA-256 or MD5. Filtered in SQL on an index, so a record with
-        thousands of files (a camera drop: all of one size) costs a lookup per presign rather than
-        decoding every job of the record."""
+        not hashed yet or with an equal SHA-256 or MD5; from the journal and from its archive. Filtered
+        in SQL on an index, so a record with thousands of files (a camera drop: all of one size) costs a
+        lookup per presign rather than decoding every job of the record."""
         with self._read() as conn:
-            rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM jobs WHERE target = ? AND record IS ? AND size = ? AND id != ? "
-                "AND state NOT IN (?, ?, ?) AND ((digests IS NULL AND id < ?) "
-                "OR json_extract(digests, '$.sha256') = ? OR json_extract(digests, '$.md5') = ?) ORDER BY id",
-                (_text(target), _text(record), size, exclude, State.FAILED.value, State.TO_FAILED.value,
-                 State.GONE.value, exclude, digests.get("sha256"), digests.get("md5")),
-            ).fetchall()
-        return [_row_to_job(row) for row in rows]
+            rows = possible_twin_rows(conn, target, record, exclude, size, digests)
+        found = [row_to_job(row) for row in rows]
+        # The archive after the journal, never before: a row being archived reaches the archive before
+        # it leaves the journal, so in this order it is seen at least once (daemon/archive.py).
+        archive = self._archive
+        if archive is not None:
+            known = {job.id for job in found}
+            found.extend(job for job in archive.possible_twins(target, record, exclude, size, digests)
+                         if job.id not in known)
+            found.sort(key=lambda job: job.id)
+        return found
+
+    # -- the archive of old finished jobs (daemon/archive.py) ------------------------------------
+
+    def archive_finished(
+        self, older_than: float, *, batch: int = 500, keep_going: Callable[[], bool] = lambda: True
+    ) -> int:
+        """Move the jobs finished more than ``older_than`` seconds ago into the archive; returns how many.
+
+        Batch by batch, each committed in the archive before it is deleted here (the crash rules are in
+        daemon/archive.py). The deletes go through the group commit like any step, so workers keep
+        going meanwhile; ``keep_going`` is asked between batches so that a stopping daemon need not wait
+        for a long first pass (the rest moves at the next one)."""
+        cutoff = self._clock() - older_than
+        moved = 0
+        with self._archive_lock:
+            while keep_going():
+                with self._read() as conn:
+                    rows = conn.execute(
+                        f"SELECT {COLUMNS} FROM jobs WHERE finished_at < ? ORDER BY id LIMIT ?", (cutoff, batch)
+                    ).fetchall()
+                if not rows:
+                    break
+                if self._archive is None:
+                    self._archive = Archive(archive_path(self.path), clock=self._clock, check_every=FULL_CHECK_EVERY)
+                if not moved:
+                    self._archive.begin_pass()
+                self._archive.store(rows)
+                self._write(_delete_rows([row[0] for row in rows]))
+                moved += len(rows)
+            if moved and self._archive is not None:
+                self._archive.end_pass()
+                # Give the freed pages back to the disk (auto_vacuum=INCREMENTAL; a no-op on older files).
+                self._write(lambda conn: conn.execute("PRAGMA incremental_vacuum").fetchall(), single_statement=True)
+        return moved
+
+    def archived_count(self) -> int:
+        archive = self._archive
+        return archive.count() if archive is not None else 0
+
+    @property
+    def archive_check_due(self) -> bool:
+        archive = self._archive
+        return archive is not None and archive.check_due
+
+    def check_archive(self) -> tuple[str, Path] | None:
+        """Check the archive whole (seconds at a million rows from a cold disk: call it from a background
+        thread). None if it passed or was not due; if damaged, it is moved aside and the next pass starts
+        a fresh one: returns SQLite's complaint and where the damaged file went. A twin lookup that
+        meets the closed archive meanwhile raises, and its step is retried."""
+        with self._archive_lock:
+            archive = self._archive
+            if archive is None or not archive.check_due:
+                return None
+            result = archive.check()
+            if result == "ok":
+                return None
+            self._archive = None
+            archive.close()
+            return result, self._move_aside(archive.path)

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import structlog
 
+from daemon.archiver import Archiver
 from daemon.config import Settings, TargetSettings
 from daemon.journal import Journal
 from daemon.logsetup import register_secret
@@ -70,6 +71,10 @@ class Daemon:
         self.journal = Journal(settings.journal, daemon=True)
         if self.journal.recovered_from is not None:
             log.error("journal was damaged; moved aside and started afresh", damaged=str(self.journal.recovered_from))
+        if self.journal.archive_recovered_from is not None:
+            log.error("journal archive was unreadable; moved aside and started afresh: files finished before "
+                      "now can no longer be recognised as twins", damaged=str(self.journal.archive_recovered_from))
+        self.archiver = Archiver(self.journal, settings.archive_after)
         self.clients: list[httpx.Client] = []
         adapters: dict[str, Vendor] = {}
         for name, target in settings.targets.items():
@@ -104,9 +109,11 @@ class Daemon:
         )
         self.runner.start()
         self.watcher.start()
+        self.archiver.start()
         log.info("watching", inbox=str(self.settings.inbox), mode=self.watcher.mode)
 
     def stop(self) -> None:
+        self.archiver.stop()
         self.watcher.stop()
         self.runner.stop()
         for client in self.clients:
@@ -124,6 +131,7 @@ class Daemon:
     def run_once(self, stop: threading.Event | None = None) -> int:
         """Process what is in the inbox now; 0 if every job ended done, 1 if any failed."""
         started = time.time()
+        self.archiver.run_pass()  # here rather than in the background: `once` is a batch run
         self.start()
         stop = stop or threading.Event()
         try:

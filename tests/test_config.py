@@ -314,6 +314,7 @@ def test_every_secret_named_key_is_marked_secret() -> None:
         ("5s", 5.0),
         ("2m", 120.0),
         ("1h", 3600.0),
+        ("30d", 30 * 86400.0),
         ("1.5s", 1.5),
         (" 3 s ", 3.0),
         ("7", 7.0),
@@ -327,7 +328,7 @@ def test_parse_duration(value: object, seconds: float) -> None:
 
 
 @pytest.mark.parametrize(
-    "value", ["5 sec", "5S", "-1s", "1d", "", "s", True, None, [5], float("inf"), float("nan"), -3]
+    "value", ["5 sec", "5S", "-1s", "1w", "", "s", True, None, [5], float("inf"), float("nan"), -3]
 )
 def test_parse_duration_refuses(value: object) -> None:
     with pytest.raises(ConfigError) as caught:

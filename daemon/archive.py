@@ -97,6 +97,11 @@ class Archive:
             rows = possible_twin_rows(self._reader, target, record, exclude, size, digests)
         return [row_to_job(row) for row in rows]
 
+    def highest_id(self) -> int:
+        with self._read_lock:
+            (highest,) = self._reader.execute("SELECT MAX(id) FROM jobs").fetchone()
+        return int(highest or 0)
+
     def count(self) -> int:
         with self._read_lock:
             (count,) = self._reader.execute("SELECT COUNT(*) FROM jobs").fetchone()

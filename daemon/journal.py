@@ -30,6 +30,10 @@ What is promised, step by step:
    ``outcomes.finish_interrupted_move``.
 6. Only one unfinished job may exist per inbox path (a partial unique index), so a file
    seen twice (event + rescan, or before and after a restart) never becomes two jobs.
+7. A finished job is never changed again. Once it is older than ``archive_after`` it moves
+   to the archive beside the journal (copied and committed there first, then deleted here;
+   ``daemon/archive.py``), where the twin lookup still finds it. Ids are AUTOINCREMENT, so an
+   archived job's id is never given to a new one.
 
 What is not promised: a damaged database file (not a torn WAL tail, but a main file cut
 mid-page or overwritten) is moved aside whole and a fresh journal started, with a loud log line;
@@ -40,8 +44,9 @@ not attached twice; for the other vendors a file whose link landed just before t
 linked a second time. A WAL file from another database placed beside the journal cannot be told
 apart by SQLite and is applied.
 
-When damage is looked for: ``PRAGMA quick_check`` reads every page, which takes seconds from a cold
-disk once the journal holds a million finished jobs, so the daemon runs it at start only when the
+When damage is looked for: ``PRAGMA quick_check`` reads every page, which took 10 s from a cold disk
+when a journal held a million finished jobs (the archive now keeps it to recent work, and checks
+itself in the background), so the daemon runs it at start only when the
 last run did not close the journal (a crash or power cut leaves a WAL and no clean-stop mark), when
 the file's size disagrees with its header (cut or grown meanwhile), and at least every
 ``FULL_CHECK_EVERY``. Damage done to a cleanly closed file without changing its size is found by
@@ -207,6 +212,21 @@ class Journal:
         self.archive_recovered_from: Path | None = None
         self._archive_lock = threading.Lock()  # one pass or check at a time; held while _archive changes
         self._archive: Archive | None = self._open_archive() if archive_path(path).exists() else None
+        if self._archive is not None:
+            self._ids_after(self._archive.highest_id())
+
+    def _ids_after(self, highest: int) -> None:
+        """New job ids start above ``highest``: a journal started afresh (moved aside as damaged, or
+        deleted by hand) must not hand out ids the archive already holds, which key its rows."""
+        def raise_sequence(conn: sqlite3.Connection) -> None:
+            row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'jobs'").fetchone()
+            if row is None:
+                conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('jobs', ?)", (highest,))
+            elif row[0] < highest:
+                conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'jobs'", (highest,))
+
+        if highest:
+            self._write(raise_sequence)
 
     def _open_archive(self) -> Archive:
         path = archive_path(self.path)
@@ -219,6 +239,12 @@ class Journal:
     def _open(self, path: Path) -> sqlite3.Connection:
         conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
         try:
+            # Pages freed by archiving go back to the disk (``PRAGMA incremental_vacuum`` after a pass).
+            # Only for a new, empty file, before journal_mode=WAL first writes it: on an existing file
+            # setting it would write the header, which must stay untouched until it has been checked.
+            (pages,) = conn.execute("PRAGMA page_count").fetchone()
+            if pages == 0:
+                conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
@@ -230,9 +256,6 @@ class Journal:
                 if ok != "ok":
                     raise sqlite3.DatabaseError(f"quick_check: {ok}")
                 self.fully_checked = True
-            # Pages freed by archiving go back to the disk (``PRAGMA incremental_vacuum`` after a pass).
-            # Takes effect only on a file without tables yet: set before the schema, ignored after.
-            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
             conn.executescript(_SCHEMA)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             if self.fully_checked:
@@ -568,9 +591,15 @@ class Journal:
                 moved += len(rows)
             if moved and self._archive is not None:
                 self._archive.end_pass()
-                # Give the freed pages back to the disk (auto_vacuum=INCREMENTAL; a no-op on older files).
-                self._write(lambda conn: conn.execute("PRAGMA incremental_vacuum").fetchall(), single_statement=True)
+                self._give_back_free_pages()
         return moved
+
+    def _give_back_free_pages(self) -> None:
+        """Truncate the pages the pass freed off the file (auto_vacuum=INCREMENTAL; a no-op on a journal
+        made before that was set). Under the write lock, so no group commit has a transaction open:
+        ``executescript`` is needed because ``execute`` steps this pragma once, freeing one page."""
+        with self._lock:
+            self._conn.executescript("PRAGMA incremental_vacuum")
 
     def archived_count(self) -> int:
         archive = self._archive

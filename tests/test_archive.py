@@ -88,6 +88,20 @@ def test_jobs_finished_long_ago_move_and_recent_or_unfinished_ones_stay(tmp_path
     assert journal.archive_finished(30 * DAY) == 0  # nothing more is old enough
 
 
+def test_the_journal_file_shrinks_when_its_old_jobs_are_archived(tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
+    clock = Clock(time.time() - 40 * DAY)
+    journal = Journal(path, clock=clock)
+    for job in journal.add_jobs(_new(3000)):
+        journal.record(job.id, StepRecord(state=State.DONE, attempts=0, vendor_update={"note": "x" * 300}))
+    journal.close()
+    before = path.stat().st_size
+    journal = Journal(path)
+    assert journal.archive_finished(30 * DAY) == 3000
+    journal.close()
+    assert path.stat().st_size < before / 5, f"{before} → {path.stat().st_size} bytes"
+
+
 def test_an_archived_twin_is_found_after_a_restart(tmp_path: Path) -> None:
     clock = Clock(1_000_000.0)
     path = tmp_path / "journal.db"
@@ -105,6 +119,30 @@ def test_an_archived_twin_is_found_after_a_restart(tmp_path: Path) -> None:
         (first.id, State.DONE, f"att-{first.id}")]
     assert reopened.possible_twins("fulcrum", "rec-1", again.id, 10, {"sha256": "other"}) == []
     assert again.id > first.id  # ids are never handed out twice, though the first row left the journal
+
+
+def test_a_journal_started_afresh_never_reuses_an_archived_id(tmp_path: Path) -> None:
+    """The journal is destroyed (moved aside as damaged) while its archive survives: new jobs must not
+    take ids the archive holds, or an archived twin would be mistaken for the new job itself."""
+    path = tmp_path / "journal.db"
+    ids = _filled_finished(path, 50, clock=Clock(time.time() - 40 * DAY))
+    journal = Journal(path)
+    journal.archive_finished(30 * DAY)
+    journal.close()
+    path.write_bytes(b"garbage, not a database" * 400)
+    for suffix in ("-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+    fresh = Journal(path, daemon=True)
+    assert fresh.recovered_from is not None
+    (again,) = fresh.add_jobs(_new(1, prefix="again-"))
+    assert again.id > max(ids)
+    twins = fresh.possible_twins("fulcrum", "rec-1", again.id, 10, {"sha256": f"sha-{ids[0]}"})
+    assert [twin.id for twin in twins] == [ids[0]]
+    _finish(fresh, again.id)
+    fresh.archive_finished(0.0)
+    fresh.close()
+    assert _ids_in(archive_path(path)) == [*ids, again.id]  # nothing archived was overwritten
 
 
 def _child(path: Path, body: str, **popen: Any) -> subprocess.Popen[bytes]:

@@ -201,7 +201,7 @@ def restart_figures(root: Path, jobs: int, days: float, archive_after: float) ->
     built_size = journal.stat().st_size
     print(f"built a journal of {jobs} finished jobs over {days:g} days ({built_size / MIB:.0f} MiB) "
           f"in {time.perf_counter() - started:.1f} s", flush=True)
-    opened = Journal(journal, daemon=True)
+    opened = Journal(journal)  # not as the daemon: no clean stop is recorded, the first start below is unclean
     started = time.perf_counter()
     archived = opened.archive_finished(archive_after * 86400)
     archive_seconds = time.perf_counter() - started

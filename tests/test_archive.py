@@ -51,6 +51,9 @@ def _ids_in(path: Path) -> list[int]:
         return []
     conn = sqlite3.connect(path)
     try:
+        # A pass that has just created the file may not have written its schema yet.
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'jobs'").fetchone() is None:
+            return []
         return [job_id for (job_id,) in conn.execute("SELECT id FROM jobs ORDER BY id")]
     finally:
         conn.close()

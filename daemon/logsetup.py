@@ -100,6 +100,11 @@ def _scrub_form(match: re.Match[str]) -> str:
     return f"{match.string[match.start():match.start('value')]}{REDACTED}{match['vq']}"
 
 
+# What every pattern above needs at least one of: a header or form field needs ":" or "=", a
+# query parameter "=", a token "Bearer". Most logged values (file names, record ids, targets) have
+# none, and one search is cheaper than four substitutions on every value of every line.
+_MAYBE_SHAPED_RE = re.compile(r"[:=]|bearer", re.IGNORECASE)
+
 # Headers first: "Authorization: Bearer x" is then scrubbed whole, Bearer catches the rest.
 _PATTERNS = (
     (_HEADER_RE, _scrub_header),
@@ -136,6 +141,8 @@ def redact(text: str) -> str:
     secrets_re = _secrets_re
     if secrets_re is not None:
         text = secrets_re.sub(REDACTED, text)
+    if _MAYBE_SHAPED_RE.search(text) is None:
+        return text
     for pattern, scrub in _PATTERNS:
         text = pattern.sub(scrub, text)
     return text

@@ -96,6 +96,8 @@ class Runner:
         """
         new_jobs = [new for path, stat in files if (new := self._new_job(path, stat)) is not None]
         added = self.journal.add_jobs(new_jobs) if new_jobs else []
+        if added:
+            self.poke()  # before the log lines: a thousand of them take a worker's first 0.1 s
         for job in added:
             if job.state is State.TO_FAILED:
                 log.warning("file refused; moving it to failed/", job=job.id, file=printable(job.relpath),
@@ -103,8 +105,6 @@ class Runner:
             else:
                 log.info("file queued", job=job.id, target=job.target, record=job.record, file=job.name,
                          bytes=job.size)
-        if added:
-            self.poke()
         return added
 
     def _new_job(self, path: Path, stat: os.stat_result) -> NewJob | None:

@@ -844,13 +844,18 @@ class Watcher:
         self._deliver(out)
 
     def _release_due(self, now: float, out: list[_Callback]) -> None:
-        """Sample again every candidate whose settle time has come."""
+        """Sample again every candidate whose settle time has come, handing them over by the batch
+        (a start scan brings thousands due at once, and each takes an lstat: the first ones should
+        not wait for the last)."""
         while self._due and self._due[0][0] <= now:
             due, path = heapq.heappop(self._due)
             candidate = self._candidates.get(path)
             # Else a stale heap entry: the file was sampled again or dropped since.
             if (candidate is not None and candidate.due == due) or self._empty.get(path) == due:
                 self._observe(path, None, now, out)
+                if len(out) >= BATCH_SIZE:
+                    self._deliver(out)
+                    out.clear()
 
     def _reconcile_with(self, seen: set[str], now: float, out: list[_Callback]) -> None:
         # Whatever we remember that the walk did not meet is either gone or arrived after its folder

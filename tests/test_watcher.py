@@ -462,3 +462,31 @@ def test_files_found_together_are_handed_over_in_batches(
     handed = [path for batch in batches for path in batch] + [path for path, _ in rec.ready]
     assert len(handed) == len(set(handed)) == 120
     assert max(map(len, batches)) > 1  # found together, handed over together
+
+
+def test_the_first_thousand_due_files_are_handed_over_before_the_rest_are_sampled(
+    watch: Callable[..., tuple[Watcher, Recorder]], inbox: Path
+) -> None:
+    """Thousands of files coming due together: the first batch reaches the runner before the
+    others are looked at again, so a file removed meanwhile is never handed over."""
+    # One folder: one listing stamps them all, so they all come due in the same pass.
+    files = [write(inbox / "fulcrum" / "rec-1" / f"scan-{number}.pdf") for number in range(2500)]
+    batches: list[list[Path]] = []
+    lock = threading.Lock()
+
+    def on_ready_batch(batch: list[tuple[Path, os.stat_result]]) -> None:
+        with lock:
+            if not batches:  # someone tidies the inbox while hotfolder journals the first batch
+                first = {path for path, _ in batch}
+                for path in files:
+                    if path not in first:
+                        path.unlink()
+            batches.append([path for path, _ in batch])
+
+    _watcher, rec = watch(on_ready_batch=on_ready_batch)
+    assert wait_for(lambda: bool(batches))
+    settle_a_little()
+    with lock:
+        handed = [path for batch in batches for path in batch] + [path for path, _ in rec.ready]
+    assert len(batches[0]) == watcher_module.BATCH_SIZE
+    assert sorted(handed) == sorted(batches[0])  # none of the removed files came through

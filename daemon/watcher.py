@@ -127,10 +127,10 @@ from watchdog.observers.api import BaseObserver
 
 log = structlog.get_logger("hotfolder.watcher")
 
-# Mounts where the kernel does not see writes made by other machines, so inotify stays silent.
 BATCH_SIZE = 1000  # settled files handed over per call: one journal transaction each
 DUE_COALESCE = 0.05  # seconds: candidates coming due this close together are released in one pass
 
+# Mounts where the kernel does not see writes made by other machines, so inotify stays silent.
 NETWORK_FS_TYPES: frozenset[str] = frozenset({
     "nfs", "nfs4", "cifs", "smb3", "smbfs", "smb", "ncpfs", "ncp", "afs", "coda", "9p",
     "ceph", "fuse.ceph-fuse", "glusterfs", "fuse.glusterfs", "lustre", "gpfs", "beegfs", "gfs2", "ocfs2",

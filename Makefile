@@ -8,7 +8,7 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[test]'
 	touch $@
 
-.PHONY: setup demo test lint rgw
+.PHONY: setup demo test lint rgw netservers
 setup: $(VENV)/.installed
 
 demo: setup
@@ -19,7 +19,12 @@ demo: setup
 rgw:
 	@bash .ci/install-rgw || echo "radosgw not installed: the Ceph RGW tests will be skipped"
 
-test: setup rgw
+# Samba, vsftpd and sshd (mounted with sshfs) serve the inbox in the share tests (tests/netshares.py
+# starts private instances on 127.0.0.1), as on a scan server.
+netservers:
+	@bash .ci/install-netservers || echo "samba/vsftpd/sshd/sshfs not installed: the share tests will be skipped"
+
+test: setup rgw netservers
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -n 2
 

@@ -340,6 +340,7 @@ def write_config(
     rescan: str = "5m",
     log_level: str = "info",
     duplicates: str = "skip",
+    watch_extra: dict[str, Any] | None = None,
 ) -> Path:
     """A config file beside ``root``'s inbox/done/failed/journal.db; returns its path."""
     config = {
@@ -350,7 +351,8 @@ def write_config(
         "log_level": log_level,
         "duplicates": duplicates,
         "workers": workers,
-        "watch": {"method": method, "settle": settle, "poll_interval": poll_interval, "rescan": rescan},
+        "watch": {"method": method, "settle": settle, "poll_interval": poll_interval, "rescan": rescan,
+                  **(watch_extra or {})},
         "retry": {"attempts": 3, "backoff": "1s", "max_backoff": "5s"},
         "targets": {name: dict(target) for name, target in targets.items()},
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -84,8 +86,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         failures = journal.jobs(states=(State.FAILED,), limit=args.limit)
     finally:
         journal.close()
+    from daemon.service import waiting_file
+
     report: dict[str, Any] = {
         "journal": str(settings.journal),
+        "not_ready": _not_ready(waiting_file(settings)),
         "unfinished_by_step": {s: n for s, n in counts.items() if State(s) not in TERMINAL_STATES},
         "finished": {s: n for s, n in counts.items() if State(s) in TERMINAL_STATES},
         "archived": archived,
@@ -116,6 +121,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"finished jobs: {finished}")
     if archived:
         print(f"older finished jobs, archived: {archived} (archive_after: {settings.archive_after / 86400:g} days)")
+    if report["not_ready"]:
+        print("files not ready yet (not jobs until they are):")
+    for item in report["not_ready"]:
+        print(f"  {item['file']}: {item['reason']} (since {item['since']})")
     for item in report["unfinished"]:
         line = f"  #{item['job']} {item['file']} at {item['step']}"
         if item["last_error"]:
@@ -126,6 +135,21 @@ def cmd_status(args: argparse.Namespace) -> int:
     for item in report["failures"]:
         print(f"  #{item['job']} {item['file']} at {item['step']}: {item['reason']}")
     return 0
+
+
+def _not_ready(path: Path) -> list[dict[str, Any]]:
+    """The files the running daemon waits for, from the list its watcher keeps (none if it is stopped)."""
+    try:
+        listing = json.loads(path.read_text())
+        with contextlib.suppress(PermissionError):  # running as another user (the service's): alive
+            os.kill(int(listing["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return []  # no daemon running, or none has written the list: nothing is known to wait
+    return [
+        {"file": w["file"], "reason": w["reason"],
+         "since": datetime.fromtimestamp(w["since"], UTC).isoformat(timespec="seconds")}
+        for w in listing.get("waiting", [])
+    ]
 
 
 def cmd_retry(args: argparse.Namespace) -> int:

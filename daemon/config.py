@@ -78,6 +78,9 @@ class WatchSettings:
     poll_interval: float
     rescan: float
     ignore: tuple[str, ...]
+    check_writers: bool = True
+    check_complete: bool = True
+    incomplete_timeout: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -671,13 +674,19 @@ def _check_folders(folders: Mapping[str, Path]) -> None:
 
 
 def _parse_watch(data: object, environ: Mapping[str, str]) -> WatchSettings:
-    section = _Section(data, "watch", environ, ("method", "settle", "poll_interval", "rescan", "ignore"))
+    section = _Section(data, "watch", environ, (
+        "method", "settle", "poll_interval", "rescan", "ignore", "check_writers", "check_complete",
+        "incomplete_timeout",
+    ))
     return WatchSettings(
         method=section.get("method", _choice(*WATCH_METHODS), "auto"),
         settle=section.get("settle", _duration(positive=False), "5s"),
         poll_interval=section.get("poll_interval", _duration(positive=True), "2s"),
         rescan=section.get("rescan", _duration(positive=True), "5m"),
         ignore=section.get("ignore", _patterns, DEFAULT_IGNORE),
+        check_writers=section.get("check_writers", _boolean, True),
+        check_complete=section.get("check_complete", _boolean, True),
+        incomplete_timeout=section.get("incomplete_timeout", _duration(positive=True), "10m"),
     )
 
 

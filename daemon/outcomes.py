@@ -29,13 +29,14 @@ import ctypes
 import ctypes.util
 import errno
 import filecmp
+import hashlib
 import json
 import os
 import secrets
-import shutil
 import stat
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import BinaryIO
 
 from daemon.layout import MAX_SEGMENT_BYTES
 
@@ -203,8 +204,16 @@ def _temp_path(directory: Path, name: str) -> Path:
     return directory / f"{_temp_head(name)}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
 
 
-def _copy_to_temp(src: Path, dest: Path, expected: os.stat_result) -> Path:
-    """Stream ``src`` into a hidden, fsynced temp file next to ``dest``; return its path."""
+class CopyDiffers(OSError):
+    """The bytes copied across filesystems are not the bytes that were sent to the vendor."""
+
+
+def _copy_to_temp(src: Path, dest: Path, expected: os.stat_result, sha256: str | None) -> Path:
+    """Stream ``src`` into a hidden, fsynced temp file next to ``dest``; return its path.
+
+    With ``sha256`` (what was uploaded), the copy is hashed as it is written and refused if it
+    differs: the original on, say, a network mount is unlinked only after its copy is proven.
+    """
     temp = _temp_path(dest.parent, dest.name)
     src_fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
     try:
@@ -214,7 +223,10 @@ def _copy_to_temp(src: Path, dest: Path, expected: os.stat_result) -> Path:
         temp_fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             with open(src_fd, "rb", closefd=False) as reader, open(temp_fd, "wb", closefd=False) as writer:
-                shutil.copyfileobj(reader, writer, _COPY_CHUNK)
+                digest = _copy_hashing(reader, writer, hashing=sha256 is not None)
+            if digest is not None and digest != sha256:
+                raise CopyDiffers(errno.EIO, "the copy's sha256 differs from the bytes sent: changed after upload",
+                                  str(src))
             copied = os.fstat(temp_fd).st_size
             if copied != opened.st_size:
                 raise OSError(errno.EIO, f"copied {copied} of {opened.st_size} bytes", str(src))
@@ -232,8 +244,18 @@ def _copy_to_temp(src: Path, dest: Path, expected: os.stat_result) -> Path:
         os.close(src_fd)
 
 
-def _move_across(src: Path, dest: Path, expected: os.stat_result) -> Path:
-    temp = _copy_to_temp(src, dest, expected)
+def _copy_hashing(reader: BinaryIO, writer: BinaryIO, *, hashing: bool) -> str | None:
+    """Copy to the end; the sha256 of what was copied if ``hashing``."""
+    hasher = hashlib.sha256() if hashing else None
+    while chunk := reader.read(_COPY_CHUNK):
+        writer.write(chunk)
+        if hasher is not None:
+            hasher.update(chunk)
+    return hasher.hexdigest() if hasher is not None else None
+
+
+def _move_across(src: Path, dest: Path, expected: os.stat_result, sha256: str | None) -> Path:
+    temp = _copy_to_temp(src, dest, expected, sha256)
     try:
         temp_inode = os.lstat(temp).st_ino
         final, linked = _place(temp, dest, temp_inode)
@@ -250,8 +272,11 @@ def _move_across(src: Path, dest: Path, expected: os.stat_result) -> Path:
     return final
 
 
-def move_file(src: Path, dest: Path) -> Path:
+def move_file(src: Path, dest: Path, *, sha256: str | None = None) -> Path:
     """Move ``src`` to ``dest`` (or the next free name there); return the path actually used.
+
+    A move across filesystems copies; with ``sha256`` the copy must have that digest
+    (:class:`CopyDiffers` otherwise, the source left in place).
 
     Creates missing parent folders. Refuses symlinks and non-regular files. On any
     ``OSError`` the source stays in place and no temp file is left behind.
@@ -270,7 +295,7 @@ def move_file(src: Path, dest: Path) -> Path:
     except OSError as error:
         if error.errno != errno.EXDEV:
             raise
-        return _move_across(src, dest, expected)
+        return _move_across(src, dest, expected, sha256)
     # Make the new name durable before the old one disappears: a crash then leaves two
     # names for one inode (repaired by finish_interrupted_move), never zero.
     fsync_dir(final.parent)

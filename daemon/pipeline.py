@@ -130,6 +130,11 @@ def decide(state: State, attempts: int, outcome: Outcome, policy: RetryPolicy, j
     if kind is OutcomeKind.SUCCESS:
         return Decision(NEXT_ON_SUCCESS[state], attempts, 0.0)
 
+    if state is State.TO_DONE and kind is OutcomeKind.FILE_CHANGED:
+        # Its bytes changed after they were sent: the vendor holds the earlier version. Never moved to
+        # done/ as if nothing happened; failed/ says so, and `hotfolder retry` sends the new bytes.
+        return Decision(State.TO_FAILED, attempts, 0.0, outcome.reason, outcome.status)
+
     if state in MOVE_STATES:
         # Moving to an outcome folder is never given up: the file stays put and we try again.
         tries = attempts + 1

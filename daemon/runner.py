@@ -10,6 +10,7 @@ from where any worker picks it up when its time comes.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import random
@@ -37,7 +38,7 @@ from daemon.pipeline import (
     State,
     decide,
 )
-from daemon.transfer import FileDigests, FileIdentity, hash_file
+from daemon.transfer import FileDigests, FileIdentity, check_unchanged, hash_file
 from daemon.vendors.base import StepContext, Vendor
 from daemon.watcher import is_ignored
 
@@ -107,7 +108,17 @@ class Runner:
                          bytes=job.size)
         return added
 
-    def _new_job(self, path: Path, stat: os.stat_result) -> NewJob | None:
+    def submit_incomplete(self, path: Path, stat: os.stat_result, reason: str) -> Job | None:
+        """A file that stayed incomplete past ``watch.incomplete_timeout``: to failed/ with the reason."""
+        new = self._new_job(path, stat, refusal=reason)
+        added = self.journal.add_jobs([new]) if new is not None else []
+        if added:
+            self.poke()
+            log.warning("file incomplete; moving it to failed/", job=added[0].id, file=printable(added[0].relpath),
+                        reason=reason)
+        return added[0] if added else None
+
+    def _new_job(self, path: Path, stat: os.stat_result, *, refusal: str | None = None) -> NewJob | None:
         try:
             relative = path.relative_to(self.settings.inbox)
         except ValueError:
@@ -116,11 +127,16 @@ class Runner:
         try:
             placement = place(self.settings.inbox, path, self.settings.targets)
         except LayoutError as error:
+            refusal = error.reason
+            placement = None
+        if refusal is not None:
             return NewJob(
-                target=relative.parts[0], record=None, group=None, name=relative.name,
+                target=relative.parts[0], record=placement.record if placement else None,
+                group=placement.group if placement else None, name=relative.name,
                 relpath=relative.as_posix(), size=stat.st_size, mtime_ns=stat.st_mtime_ns, state=State.TO_FAILED,
-                last_error={"step": "intake", "reason": error.reason, "status": None, "at": self._clock()},
+                last_error={"step": "intake", "reason": refusal, "status": None, "at": self._clock()},
             )
+        assert placement is not None
         adapter = self.adapters.get(placement.target)
         if placement.group is not None and adapter is not None and placement.name == adapter.manifest_name:
             return None  # the folder's description, read when the folder is linked; never uploaded
@@ -520,7 +536,13 @@ class Runner:
             elif outcomes.finish_interrupted_move(source, planned, job.size):
                 final = planned
             elif source.exists():
-                final = outcomes.move_file(source, planned)
+                sha256 = None
+                if root == self.settings.done:
+                    changed = self._changed_since_sent(job, source)
+                    if changed is not None:
+                        return changed
+                    sha256 = (job.digests or {}).get("sha256")
+                final = outcomes.move_file(source, planned, sha256=sha256)
             else:
                 # Taken away after its destination was planned: nothing moved, so none is recorded.
                 return _StepResult(Outcome.success(), outcome_path="")
@@ -529,12 +551,33 @@ class Runner:
             elif job.vendor.get("duplicate_of"):
                 outcomes.write_sidecar(final, self._duplicate_note(job, final), suffix=".duplicate.json")
             self._move_manifest_if_last(job, source.parent, final.parent)
+        except outcomes.CopyDiffers as error:
+            return self._sent_bytes_stale(job, str(error.strerror))
         except OSError as error:
             reason = f"cannot move {printable(str(source))} to {root}: {error.strerror or error}"
             return _StepResult(Outcome(OutcomeKind.TRANSIENT, reason))
         if self._on_file_left_inbox is not None:
             self._on_file_left_inbox(source)
         return _StepResult(Outcome.success(), outcome_path=str(final))
+
+    def _changed_since_sent(self, job: Job, source: Path) -> _StepResult | None:
+        """None if ``source`` is still the file that was hashed and sent; else the step's result."""
+        try:
+            check_unchanged(source, FileIdentity(job.size, job.mtime_ns))
+        except StepError as error:
+            if error.outcome.kind is OutcomeKind.FILE_CHANGED:
+                return self._sent_bytes_stale(job, error.outcome.reason)
+            if error.outcome.kind is OutcomeKind.FILE_GONE:
+                return None  # the move itself finds it gone
+            raise OSError(errno.EIO, error.outcome.reason) from None
+        return None
+
+    def _sent_bytes_stale(self, job: Job, why: str) -> _StepResult:
+        ids = ", ".join(f"{k} {v}" for k, v in sorted(job.vendor.items()) if k.endswith("id")) or "see the log"
+        reason = (f"changed after its bytes were sent ({why}); the vendor holds the earlier version ({ids}); "
+                  "`hotfolder retry` sends the new bytes")
+        # The done/ destination planned with the link no longer applies: failed/ plans its own.
+        return _StepResult(Outcome(OutcomeKind.FILE_CHANGED, reason), outcome_path="")
 
     def _move_manifest_if_last(self, job: Job, folder: Path, destination: Path) -> None:
         """The last file of a group folder to leave takes the manifest (ticket.yaml) with it."""

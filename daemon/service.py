@@ -12,6 +12,7 @@ import structlog
 
 from daemon.archiver import Archiver
 from daemon.config import Settings, TargetSettings
+from daemon.gate import ReadinessGate
 from daemon.journal import Journal
 from daemon.logsetup import register_secret
 from daemon.runner import Runner
@@ -59,6 +60,11 @@ def make_client(target: TargetSettings, workers: int) -> httpx.Client:
     )
 
 
+def waiting_file(settings: Settings) -> Path:
+    """Where the running daemon lists the files not ready yet, for ``hotfolder status``."""
+    return settings.journal.with_name(settings.journal.name + ".waiting.json")
+
+
 class Daemon:
     """One running hotfolder: start() it, then stop() it; run_once() for the `once` command."""
 
@@ -94,6 +100,13 @@ class Daemon:
             on_ready=self.runner.submit,
             on_ready_batch=self.runner.submit_many,
             on_refused=self._refused,
+            gate=ReadinessGate(
+                check_writers=settings.watch.check_writers,
+                check_complete=settings.watch.check_complete,
+                incomplete_timeout=settings.watch.incomplete_timeout,
+                status_file=waiting_file(settings),
+            ),
+            on_incomplete=self.runner.submit_incomplete,
         )
 
     def _forget(self, path: Path) -> None:

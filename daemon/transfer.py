@@ -208,7 +208,7 @@ def hash_file(path: Path, algorithms: Collection[str] = SUPPORTED_DIGESTS) -> Fi
     fd, before = _open_regular(path)
     identity = FileIdentity.of(before)
     with open(fd, "rb", buffering=0) as f:
-        total = _read_into_hashers(path, f, list(hashers.values()))
+        total = _read_into_hashers(path, f, list(hashers.values()), identity.size)
         after = FileIdentity.of(os.fstat(fd))
     if after != identity or total != identity.size:
         raise _changed(path, identity, after)
@@ -221,8 +221,12 @@ def hash_file(path: Path, algorithms: Collection[str] = SUPPORTED_DIGESTS) -> Fi
     )
 
 
-def _read_into_hashers(path: Path, f: Any, hashers: list[Any]) -> int:
-    """Feed the whole file to every hasher; returns the byte count. One buffer, reused."""
+def _read_into_hashers(path: Path, f: Any, hashers: list[Any], size: int) -> int:
+    """Feed the whole file to every hasher; returns the byte count. One buffer, reused.
+
+    Stops once more than ``size`` bytes came: the file grew, and a writer appending faster than we
+    read would otherwise keep this loop going for as long as it writes.
+    """
     buf = bytearray(CHUNK_SIZE)
     view = memoryview(buf)
     total = 0
@@ -237,6 +241,8 @@ def _read_into_hashers(path: Path, f: Any, hashers: list[Any]) -> int:
         for h in hashers:
             h.update(chunk)  # hashlib releases the GIL for large updates
         total += n
+        if total > size:
+            return total
 
 
 # --- presigned PUT --------------------------------------------------------------------------

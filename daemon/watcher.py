@@ -125,6 +125,9 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
+from daemon.gate import ReadinessGate, Wait
+from daemon.mountcache import attribute_cache
+
 log = structlog.get_logger("hotfolder.watcher")
 
 BATCH_SIZE = 1000  # settled files handed over per call: one journal transaction each
@@ -177,14 +180,15 @@ def _mount_contains(mount_point: bytes, target: bytes) -> bool:
     return mount_point == b"/" or target == mount_point or target.startswith(mount_point + b"/")
 
 
-def filesystem_type(path: Path, mountinfo: Path = Path("/proc/self/mountinfo")) -> str | None:
-    """File system type of the longest mount point containing ``path``; None if it cannot be told."""
+def mount_entry(path: Path, mountinfo: Path = Path("/proc/self/mountinfo")) -> tuple[str, dict[str, str]] | None:
+    """File system type and options (per-mount and super-block, ``name`` or ``name=value``) of the
+    longest mount point containing ``path``; None if it cannot be told."""
     try:
         text = mountinfo.read_bytes()
     except OSError:
         return None
     target = os.fsencode(os.path.realpath(path))
-    best_len, best_type = -1, None
+    best_len, best = -1, None
     for line in text.splitlines():
         # id parent major:minor root mount-point options [optional...] - fstype source super-options
         fields = line.split()
@@ -197,8 +201,23 @@ def filesystem_type(path: Path, mountinfo: Path = Path("/proc/self/mountinfo")) 
         mount_point = _unescape_mount_field(fields[4])
         # ">=": a later mount on the same point hides the earlier one.
         if _mount_contains(mount_point, target) and len(mount_point) >= best_len:
-            best_len, best_type = len(mount_point), fields[sep + 1]
-    return None if best_type is None else os.fsdecode(_unescape_mount_field(best_type))
+            best_len, best = len(mount_point), fields
+            best_sep = sep
+    if best is None:
+        return None
+    options: dict[str, str] = {}
+    for group in (best[5], best[best_sep + 3] if best_sep + 3 < len(best) else b""):
+        for option in os.fsdecode(_unescape_mount_field(group)).split(","):
+            name, _, value = option.partition("=")
+            if name:
+                options[name] = value
+    return os.fsdecode(_unescape_mount_field(best[best_sep + 1])), options
+
+
+def filesystem_type(path: Path, mountinfo: Path = Path("/proc/self/mountinfo")) -> str | None:
+    """File system type of the longest mount point containing ``path``; None if it cannot be told."""
+    entry = mount_entry(path, mountinfo)
+    return None if entry is None else entry[0]
 
 
 def choose_method(method: str, path: Path, *, mountinfo: Path = Path("/proc/self/mountinfo")) -> str:
@@ -272,7 +291,9 @@ class _Candidate:
 
 
 _Sighting = os.stat_result | None  # a stat the rescan already has, or None: "lstat it yourself"
-_Callback = tuple[str, os.stat_result | str]
+# What the settle thread hands over: a ready file's stat, a refusal of a non-regular file (str), or
+# a file that stayed incomplete too long (its stat and the reason).
+_Callback = tuple[str, os.stat_result | str | tuple[os.stat_result, str]]
 
 
 def _refusal(mode: int) -> str:
@@ -515,6 +536,8 @@ class Watcher:
         on_ready: Callable[[Path, os.stat_result], None],
         on_refused: Callable[[Path, str], None] | None = None,
         on_ready_batch: Callable[[list[tuple[Path, os.stat_result]]], None] | None = None,
+        gate: ReadinessGate | None = None,
+        on_incomplete: Callable[[Path, os.stat_result, str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.inbox = Path(os.path.abspath(inbox))
@@ -531,6 +554,12 @@ class Watcher:
         # in one call, so the daemon can journal them in one transaction instead of one each.
         self._on_ready_batch = on_ready_batch
         self._on_refused = on_refused
+        # Settled files pass the gate's "is it finished?" tests before they are handed over.
+        self._gate = gate
+        self._on_incomplete = on_incomplete
+        # A file that is not ready is looked at again this often (a writer's close event, with
+        # inotify, brings the look forward).
+        self._recheck = max(0.5, min(self._settle, 5.0))
         self._clock = clock
 
         self._root = os.fspath(self.inbox)
@@ -571,6 +600,10 @@ class Watcher:
             raise NotADirectoryError(f"inbox {self._root} is not a folder")
         self._started = True
         self._start_watching()
+        if self._gate is not None:
+            self._gate.start(self.inbox, self.mode)
+        if self.mode == "polling":
+            self._warn_if_cache_hides_settle()
         loops: list[tuple[str, Callable[[], None]]] = [
             ("hotfolder-settle", self._settle_loop), ("hotfolder-rescan", self._rescan_loop),
         ]
@@ -661,6 +694,17 @@ class Watcher:
     def _overflowed(self) -> None:
         log.warning("inotify queue overflowed; rescanning the inbox", inbox=self._root)
         self._rescan_wanted.set()
+
+    def _warn_if_cache_hides_settle(self) -> None:
+        entry = mount_entry(self.inbox)
+        cache = attribute_cache(*entry) if entry is not None else None
+        if cache is not None and cache.seconds > self._settle:
+            log.warning(
+                "the network mount's attribute cache is longer than watch.settle: polling sees changes late",
+                inbox=self._root, filesystem=entry[0] if entry else None, cache_seconds=cache.seconds,
+                cache_option=cache.source, settle=self._settle,
+                remedy=f"{cache.remedy}, or a watch.settle longer than the cache",
+            )
 
     def _warn_if_watch_limit_near(self, folders: int) -> None:
         limit = _inotify_watch_limit() if self.mode == "native" else None
@@ -842,6 +886,8 @@ class Watcher:
             self._reconcile_with(seen, now, out)
         self._release_due(self._clock(), out)
         self._deliver(out)
+        if self._gate is not None:
+            self._gate.flush()
 
     def _release_due(self, now: float, out: list[_Callback]) -> None:
         """Sample again every candidate whose settle time has come, handing them over by the batch
@@ -909,12 +955,16 @@ class Watcher:
             self._candidates[path] = candidate
             self._schedule(path, candidate, now)
         elif now >= candidate.due:
+            verdict = self._gate.examine(path, st.st_size) if self._gate is not None else None
+            if isinstance(verdict, Wait):
+                self._schedule(path, candidate, now, after=self._recheck)
+                return
             del self._candidates[path]
             self._reported[path] = values
-            out.append((path, st))
+            out.append((path, st if verdict is None else (st, verdict.reason)))
 
-    def _schedule(self, path: str, candidate: _Candidate, now: float) -> None:
-        candidate.due = now + self._settle
+    def _schedule(self, path: str, candidate: _Candidate, now: float, *, after: float | None = None) -> None:
+        candidate.due = now + (self._settle if after is None else after)
         heapq.heappush(self._due, (candidate.due, path))
 
     def _recheck_empty(self, path: str, now: float) -> None:
@@ -923,6 +973,8 @@ class Watcher:
         heapq.heappush(self._due, (due, path))
 
     def _drop(self, path: str) -> None:
+        if self._gate is not None:
+            self._gate.forget(path)
         self._candidates.pop(path, None)
         self._reported.pop(path, None)
         self._refused.discard(path)
@@ -931,12 +983,15 @@ class Watcher:
     def _deliver(self, out: list[_Callback]) -> None:
         ready: list[tuple[Path, os.stat_result]] = []
         for path, what in out:
-            if not isinstance(what, str):
+            if isinstance(what, os.stat_result):
                 ready.append((Path(path), what))
                 continue
             try:
-                if self._on_refused is not None:
-                    self._on_refused(Path(path), what)
+                if isinstance(what, str):
+                    if self._on_refused is not None:
+                        self._on_refused(Path(path), what)
+                elif self._on_incomplete is not None:
+                    self._on_incomplete(Path(path), *what)
             except Exception:
                 log.exception("watcher callback failed", file=path)
         for start in range(0, len(ready), BATCH_SIZE):

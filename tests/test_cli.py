@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests import formats
 from tests.harness import ROOT, TOKEN, Site, env_for_daemon, run_once_in_process, site
 
 __all__ = ["site"]
@@ -78,13 +79,13 @@ def test_status_reports_failures_with_reasons_and_retry_brings_them_back(site: S
 def test_demo_carries_a_file_to_every_vendor(tmp_path: Path) -> None:
     """What a newcomer does: drop a file in each demo folder; each reaches done/."""
     drops = {
-        "fulcrum/rec-1002/scan.pdf": b"%PDF-1.4 demo",
-        "fulcrum-forms/form-1/form-guide.pdf": b"%PDF-1.4 guide",
-        "fulcrum-camera/rec-1001/site.jpg": b"\xff\xd8\xff\xe0 jpeg",
-        "fulcrum-layers/topo.mbtiles": b"SQLite format 3\x00 tiles",
-        "visibuild/proj-1/defect.jpg": b"\xff\xd8\xff\xe0 defect",
-        "saferme/7001/hazard.png": b"\x89PNG\r\n\x1a\n hazard",
-        "espocrm-documents/doc-1/plan.pdf": b"%PDF-1.4 plan",
+        "fulcrum/rec-1002/scan.pdf": formats.pdf(b"demo"),
+        "fulcrum-forms/form-1/form-guide.pdf": formats.pdf(b"guide"),
+        "fulcrum-camera/rec-1001/site.jpg": formats.jpeg(b"jpeg"),
+        "fulcrum-layers/topo.mbtiles": formats.mbtiles(),
+        "visibuild/proj-1/defect.jpg": formats.jpeg(b"defect"),
+        "saferme/7001/hazard.png": formats.png(b"hazard"),
+        "espocrm-documents/doc-1/plan.pdf": formats.pdf(b"plan"),
         "espocrm-notes/note-1/notes.txt": b"inspection notes",
     }
     demo = tmp_path / "demo"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -174,11 +175,11 @@ def test_cross_filesystem_move_keeps_bytes_and_leaves_no_temp(inbox_file: Path, 
 def test_cross_filesystem_failure_mid_copy_keeps_source_and_removes_temp(
     inbox_file: Path, other_fs_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def failing_copy(reader: object, writer: object, length: int = 0) -> None:
+    def failing_copy(reader: object, writer: object, *, hashing: bool) -> None:
         writer.write(b"half")  # type: ignore[attr-defined]
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(shutil, "copyfileobj", failing_copy)
+    monkeypatch.setattr(outcomes, "_copy_hashing", failing_copy)
     data = inbox_file.read_bytes()
     with pytest.raises(OSError):
         move_file(inbox_file, other_fs_dir / "done" / "photo.jpg")
@@ -274,3 +275,17 @@ def test_fsync_dir_accepts_a_folder(tmp_path: Path) -> None:
     outcomes.fsync_dir(tmp_path)
     with pytest.raises(NotADirectoryError):
         outcomes.fsync_dir(_write(tmp_path / "f", b""))
+
+
+def test_cross_filesystem_move_refuses_a_copy_whose_bytes_are_not_the_ones_sent(
+    inbox_file: Path, other_fs_dir: Path
+) -> None:
+    """Off a network mount into a local done/: the original goes only once its copy is proven."""
+    data = inbox_file.read_bytes()
+    sent = hashlib.sha256(data + b"-the earlier version").hexdigest()
+    with pytest.raises(outcomes.CopyDiffers):
+        move_file(inbox_file, other_fs_dir / "done" / "photo.jpg", sha256=sent)
+    assert inbox_file.read_bytes() == data
+    assert os.listdir(other_fs_dir / "done") == []
+    final = move_file(inbox_file, other_fs_dir / "done" / "photo.jpg", sha256=hashlib.sha256(data).hexdigest())
+    assert final.read_bytes() == data and not inbox_file.exists()

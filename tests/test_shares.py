@@ -1,0 +1,193 @@
+"""Files arriving the way scanners send them: through a real Samba server and a real vsftpd on
+127.0.0.1 into the daemon's inbox, written by real clients (smbprotocol, smbclient, ftplib),
+including writers that pause, pre-size and fill, or drop the connection. The user's check each
+time: the vendor holds exactly the file's final bytes, once."""
+
+from __future__ import annotations
+
+import ftplib
+import hashlib
+import io
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from daemon.service import Daemon
+from tests import formats, harness
+from tests.harness import FIELD, Site, wait_for, write_config
+from tests.netshares import FtpServer, SmbShare, ftp_server, samba_share, writable_for_ftp
+
+site = harness.site  # the fixture: a simulator with records rec-1 and rec-2, and a site beside it
+
+PAUSE = 1.0  # seconds between a writer's chunks: longer than settle (300 ms), as a scanner's page
+
+
+@pytest.fixture
+def daemon(site: Site) -> Iterator[Daemon]:
+    write_config(site.root, site.sandbox.url, watch={"check_complete": True, "incomplete_timeout": "3s"})
+    running = Daemon(site.settings())
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def share(site: Site, daemon: Daemon) -> Iterator[SmbShare]:
+    import smbclient
+
+    (site.inbox / "fulcrum" / "rec-1").mkdir(parents=True, exist_ok=True)
+    with samba_share(site.inbox, site.root / "smb") as served:
+        smbclient.register_session(served.host, username=served.user, password=served.password, port=served.port)
+        try:
+            yield served
+        finally:
+            smbclient.reset_connection_cache()
+
+
+@pytest.fixture
+def ftp(site: Site, daemon: Daemon) -> Iterator[FtpServer]:
+    writable_for_ftp(site.inbox / "fulcrum" / "rec-1")
+    with ftp_server(site.inbox, site.root / "ftp") as served:
+        yield served
+
+
+def _holds_exactly(site: Site, name: str, data: bytes) -> None:
+    done = site.done / "fulcrum" / "rec-1" / name
+    wait_for(done.exists, timeout=30, what=f"{name} in done/")
+    attached = site.sandbox.fulcrum.record("rec-1")["form_values"].get(FIELD) or []
+    assert [a["name"] for a in attached] == [name]
+    blob = site.sandbox.fulcrum.attachment_bytes(attached[0]["attachment_id"])
+    assert hashlib.sha256(blob).hexdigest() == hashlib.sha256(data).hexdigest(), "the vendor's copy differs"
+    assert done.read_bytes() == data
+    assert not any(site.failed.rglob("*"))
+
+
+def _pdf() -> bytes:
+    return formats.pdf(os.urandom(400_000))
+
+
+# --- Samba ----------------------------------------------------------------------------------------
+
+
+def test_smbclient_put(site: Site, share: SmbShare, tmp_path: Path) -> None:
+    data = _pdf()
+    local = tmp_path / "scan.pdf"
+    local.write_bytes(data)
+    subprocess.run(
+        ["smbclient", f"//{share.host}/{share.share}", "-p", str(share.port), "-U", f"{share.user}%{share.password}",
+         "-c", f"cd fulcrum/rec-1; put {local} scan.pdf"], check=True, capture_output=True, timeout=30,
+    )
+    _holds_exactly(site, "scan.pdf", data)
+
+
+def test_smb_writer_keeping_the_handle_open_and_pausing(site: Site, share: SmbShare) -> None:
+    import smbclient
+
+    data = _pdf()
+    with smbclient.open_file(share.unc("fulcrum/rec-1/scan.pdf"), mode="wb", port=share.port) as f:
+        for start in range(0, len(data), len(data) // 4):
+            f.write(data[start:start + len(data) // 4])
+            f.flush()
+            time.sleep(PAUSE)
+    _holds_exactly(site, "scan.pdf", data)
+
+
+def test_smb_writer_setting_the_size_first_then_filling(site: Site, share: SmbShare) -> None:
+    """Explorer, robocopy and CopyFile set the end of file first: the size never changes."""
+    import smbclient
+
+    data = _pdf()
+    with smbclient.open_file(share.unc("fulcrum/rec-1/scan.pdf"), mode="wb", port=share.port) as f:
+        f.truncate(len(data))
+        f.seek(0)
+        for start in range(0, len(data), len(data) // 4):
+            f.write(data[start:start + len(data) // 4])
+            f.flush()
+            time.sleep(PAUSE)
+    _holds_exactly(site, "scan.pdf", data)
+
+
+def test_smb_tmp_file_renamed_into_place(site: Site, share: SmbShare) -> None:
+    import smbclient
+
+    data = _pdf()
+    with smbclient.open_file(share.unc("fulcrum/rec-1/scan.pdf.tmp"), mode="wb", port=share.port) as f:
+        f.write(data[:1000])
+        time.sleep(PAUSE)
+        f.write(data[1000:])
+    smbclient.rename(share.unc("fulcrum/rec-1/scan.pdf.tmp"), share.unc("fulcrum/rec-1/scan.pdf"), port=share.port)
+    _holds_exactly(site, "scan.pdf", data)
+
+
+def test_smb_writer_setting_the_mtime_into_the_past(site: Site, share: SmbShare) -> None:
+    import smbclient
+
+    data = _pdf()
+    unc = share.unc("fulcrum/rec-1/scan.pdf")
+    with smbclient.open_file(unc, mode="wb", port=share.port) as f:
+        f.write(data[: len(data) // 2])
+        f.flush()
+        time.sleep(PAUSE)
+        f.write(data[len(data) // 2:])
+    day_ago = time.time() - 86_400
+    smbclient.utime(unc, times=(day_ago, day_ago), port=share.port)
+    _holds_exactly(site, "scan.pdf", data)
+
+
+# --- FTP ------------------------------------------------------------------------------------------
+
+
+class _PausingReader(io.RawIOBase):
+    """What a slow link looks like to ``storbinary``: blocks that arrive with pauses between them."""
+
+    def __init__(self, data: bytes, pieces: int, pause: float) -> None:
+        self._data, self._step, self._pause, self._at = data, max(1, len(data) // pieces), pause, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if self._at >= len(self._data):
+            return b""
+        if self._at:
+            time.sleep(self._pause)
+        block = self._data[self._at:self._at + self._step]
+        self._at += len(block)
+        return block
+
+
+def test_ftp_stor_that_pauses(site: Site, ftp: FtpServer) -> None:
+    data = _pdf()
+    client = ftplib.FTP()
+    client.connect(ftp.host, ftp.port, timeout=30)
+    client.login()
+    client.storbinary("STOR fulcrum/rec-1/scan.pdf", _PausingReader(data, 4, PAUSE), blocksize=len(data))
+    client.quit()
+    _holds_exactly(site, "scan.pdf", data)
+
+
+def test_ftp_connection_dropped_mid_stor_is_never_attached(site: Site, ftp: FtpServer) -> None:
+    data = _pdf()
+    client = ftplib.FTP()
+    client.connect(ftp.host, ftp.port, timeout=30)
+    client.login()
+    client.voidcmd("TYPE I")
+    conn = client.transfercmd("STOR fulcrum/rec-1/scan.pdf")
+    conn.sendall(data[: len(data) // 3])
+    time.sleep(0.3)
+    # A cable pulled: both connections reset, no orderly end of the upload.
+    for sock in (conn, client.sock):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        sock.close()
+    failed = site.failed / "fulcrum" / "rec-1" / "scan.pdf"
+    wait_for(failed.exists, timeout=30, what="the partial upload in failed/")
+    assert "PDF has no %%EOF" in (failed.parent / "scan.pdf.error.json").read_text()
+    assert site.sandbox.fulcrum.attachments() == []
+    assert not (site.done / "fulcrum" / "rec-1").exists() or not any((site.done / "fulcrum" / "rec-1").iterdir())

@@ -159,6 +159,12 @@ def decide(state: State, attempts: int, outcome: Outcome, policy: RetryPolicy, j
     if kind is OutcomeKind.NEED_PRESIGN:
         return Decision(_back_to(state, State.PRESIGN), attempts, 0.0)
 
+    if kind is OutcomeKind.FILE_CHANGED:
+        # The file is still being written (a network mount's stale attributes let settle pass
+        # early): waiting for a writer is not a setback, so no attempt is spent; the wait stays at
+        # the first backoff, neither growing nor giving up.
+        return Decision(State.HASH, attempts, policy.backoff * (1 + jitter), outcome.reason)
+
     tries = attempts + 1
     if tries >= policy.attempts:
         reason = f"gave up after {tries} attempts: {outcome.reason}"
@@ -166,10 +172,6 @@ def decide(state: State, attempts: int, outcome: Outcome, policy: RetryPolicy, j
 
     if kind is OutcomeKind.EXPIRED:
         return Decision(_back_to(state, State.PRESIGN), tries, 0.0, outcome.reason, outcome.status)
-    if kind is OutcomeKind.FILE_CHANGED:
-        # The file is being rewritten: wait a little before reading it again.
-        return Decision(State.HASH, tries, backoff_delay(tries, policy, jitter), outcome.reason)
-
     # TRANSIENT: same step again after a backoff, or after the vendor's Retry-After if longer.
     delay = backoff_delay(tries, policy, jitter)
     if outcome.retry_after is not None:

@@ -58,7 +58,7 @@ def test_every_failure_pair(state: State, kind: OutcomeKind) -> None:
     assert decision.state is EXPECTED[(state, kind)]
     if kind is OutcomeKind.PENDING:
         assert decision.delay > 0
-    costs_attempt = kind in {OutcomeKind.TRANSIENT, OutcomeKind.EXPIRED, OutcomeKind.FILE_CHANGED}
+    costs_attempt = kind in {OutcomeKind.TRANSIENT, OutcomeKind.EXPIRED}
     moved_on = (state, kind) == (State.TO_DONE, OutcomeKind.FILE_CHANGED)
     assert decision.attempts == (1 if (costs_attempt or state in MOVE_STATES) and not moved_on else 0)
     if kind is OutcomeKind.PERMANENT and state not in MOVE_STATES:
@@ -85,7 +85,13 @@ def test_terminal_states_run_nothing(state: State) -> None:
         decide(state, 0, Outcome.success(), POLICY)
 
 
-@pytest.mark.parametrize("kind", [OutcomeKind.TRANSIENT, OutcomeKind.EXPIRED, OutcomeKind.FILE_CHANGED])
+def test_a_file_still_being_written_never_spends_the_budget() -> None:
+    decision = decide(State.UPLOAD, POLICY.attempts - 1, Outcome(OutcomeKind.FILE_CHANGED, "grew"), POLICY)
+    assert decision.state is State.HASH and decision.attempts == POLICY.attempts - 1
+    assert 0 < decision.delay <= 2 * POLICY.backoff
+
+
+@pytest.mark.parametrize("kind", [OutcomeKind.TRANSIENT, OutcomeKind.EXPIRED])
 def test_budget_exhausted_fails_with_last_reason(kind: OutcomeKind) -> None:
     decision = decide(State.UPLOAD, POLICY.attempts - 1, Outcome(kind, "503 Slow Down", 503), POLICY)
     assert decision.state is State.TO_FAILED

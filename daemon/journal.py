@@ -126,6 +126,8 @@ class StepRecord:
     outcome_path: str | None = None
     clear_outcome_path: bool = False  # the planned destination was not used (the file was taken away)
     extra_vendor_removals: tuple[str, ...] = field(default_factory=tuple)
+    # Every vendor id at once (a resend sets the last send's ids aside); applied before the above.
+    vendor_replace: Mapping[str, Any] | None = None
 
 
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -137,6 +139,9 @@ def _vendor_merge(step: StepRecord) -> tuple[str, list[Any]]:
     Keys are written into JSON paths (see ``_plain_key``); each value goes in through ``json(?)`` so
     that objects, lists and null are stored as given."""
     sql, args = "vendor", []
+    if step.vendor_replace is not None:
+        sql = "json(?)"
+        args.append(encode_json(step.vendor_replace))
     if step.extra_vendor_removals:
         sql = f"json_remove({sql}{', ?' * len(step.extra_vendor_removals)})"
         args.extend(f"$.{_plain_key(key)}" for key in step.extra_vendor_removals)
@@ -478,7 +483,7 @@ class Journal:
         # time) rather than all five, which is fewer pages into the WAL per commit.
         assignments = ["state = ?", "attempts = ?", "next_attempt_at = ?", "updated_at = ?"]
         args: list[Any] = [step.state.value, step.attempts, step.next_attempt_at, now]
-        if step.vendor_update or step.extra_vendor_removals:
+        if step.vendor_update or step.extra_vendor_removals or step.vendor_replace is not None:
             vendor_sql, vendor_args = _vendor_merge(step)
             assignments.append(f"vendor = {vendor_sql}")
             args.extend(vendor_args)

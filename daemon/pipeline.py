@@ -52,6 +52,8 @@ class OutcomeKind(StrEnum):
     FILE_GONE = "file_gone"  # the file is no longer in the inbox
     DUPLICATE = "duplicate"  # the same bytes are already attached to this record: straight to done/
     PENDING = "pending"  # not ready yet (vendor still processing, siblings not uploaded): ask again later
+    # Changed after its bytes were sent, once more than a resend is allowed: failed/, with the reason.
+    CHANGED_TOO_OFTEN = "changed_too_often"
 
 
 # The vendor steps, in order. A vendor without a step treats it as a no-op.
@@ -132,7 +134,13 @@ def decide(state: State, attempts: int, outcome: Outcome, policy: RetryPolicy, j
 
     if state is State.TO_DONE and kind is OutcomeKind.FILE_CHANGED:
         # Its bytes changed after they were sent: the vendor holds the earlier version. Never moved to
-        # done/ as if nothing happened; failed/ says so, and `hotfolder retry` sends the new bytes.
+        # done/ as if nothing happened: the new bytes go out from the hash step, and their link
+        # replaces the stale one (the runner has set the ids aside as stale).
+        return Decision(State.HASH, attempts, policy.backoff * (1 + jitter), outcome.reason)
+
+    if kind is OutcomeKind.CHANGED_TOO_OFTEN:
+        if state is not State.TO_DONE:
+            raise ValueError("a file changed after it was sent is recognised on the way to done/")
         return Decision(State.TO_FAILED, attempts, 0.0, outcome.reason, outcome.status)
 
     if state in MOVE_STATES:

@@ -71,6 +71,9 @@ _CHECKED_SUFFIXES: dict[str, str] = {
 }
 
 
+WRITER_OPEN = "open by a writer"
+
+
 class LeaseUnsupported(Exception):
     """The writer test cannot be made on this file (permission, filesystem); ``str()`` says why."""
 

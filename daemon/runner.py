@@ -24,7 +24,7 @@ from typing import Any
 import structlog
 import yaml
 
-from daemon import outcomes
+from daemon import outcomes, resend
 from daemon.config import Settings
 from daemon.errors import StepError
 from daemon.journal import Job, Journal, NewJob, StepRecord
@@ -38,11 +38,13 @@ from daemon.pipeline import (
     State,
     decide,
 )
+from daemon.readiness import WRITER_OPEN, LeaseUnsupported, check_complete, has_writer
 from daemon.transfer import FileDigests, FileIdentity, check_unchanged, hash_file
 from daemon.vendors.base import StepContext, Vendor
 from daemon.watcher import is_ignored
 
 log = structlog.get_logger("hotfolder.runner")
+INCOMPLETE_SINCE = "incomplete_since"  # journal id: when the hash step first found the file's end missing
 _debug_log = logging.getLogger("hotfolder.runner")  # the stdlib logger behind ``log``: its level check is cheap
 
 
@@ -53,6 +55,8 @@ class _StepResult:
     digests: FileDigests | None = None
     outcome_path: str | None = None  # where the file went; "" when it left the inbox by other hands
     bytes: int = 0
+    vendor_replace: Mapping[str, Any] | None = None  # every vendor id at once (a resend)
+    vendor_removals: tuple[str, ...] = ()
 
 
 class Runner:
@@ -65,6 +69,7 @@ class Runner:
         clock: Callable[[], float] = time.time,
         jitter: Callable[[], float] = random.random,
         on_file_left_inbox: Callable[[Path], None] | None = None,
+        writers_checked: Callable[[], bool] = lambda: True,
     ) -> None:
         self.settings = settings
         self.journal = journal
@@ -73,6 +78,8 @@ class Runner:
         self._clock = clock
         self._jitter = jitter
         self._on_file_left_inbox = on_file_left_inbox
+        # False once the watcher's readiness gate has found that writers cannot be detected here.
+        self._writers_checked = writers_checked
         self._wake = threading.Condition()
         self._in_flight: set[int] = set()  # claimed by a worker
         self._scratch: dict[int, dict[str, Any]] = {}  # per job, memory only (presigned URLs)
@@ -268,6 +275,8 @@ class Runner:
             attempts=decision.attempts,
             next_attempt_at=self._clock() + decision.delay if decision.delay > 0 else 0.0,
             vendor_update=redact_value(dict(result.ids)) if result.ids else None,
+            vendor_replace=redact_value(dict(result.vendor_replace)) if result.vendor_replace is not None else None,
+            extra_vendor_removals=result.vendor_removals,
             outcome_path=result.outcome_path or None,
             clear_outcome_path=result.outcome_path == "",
         )
@@ -351,16 +360,16 @@ class Runner:
     def _perform(self, job: Job) -> _StepResult:
         state = job.state
         if state is State.HASH:
-            adapter = self._adapter(job)
-            digests = hash_file(self._source(job), adapter.digests)
-            return _StepResult(Outcome.success(), digests=digests, bytes=digests.identity.size)
+            return self._hash(job)
         if state is State.TO_DONE:
             return self._move(job, self.settings.done, sidecar=False)
         if state is State.TO_FAILED:
             return self._move(job, self.settings.failed, sidecar=True)
 
         adapter = self._adapter(job)
-        if state is State.PRESIGN and self.settings.duplicates == "skip" and job.group is None:
+        # A resend must replace its stale link, so it is sent even where a twin holds the same bytes.
+        resending = resend.is_resend(job.vendor)
+        if state is State.PRESIGN and self.settings.duplicates == "skip" and job.group is None and not resending:
             twin = self._check_duplicate(job)
             if twin is not None:
                 return twin
@@ -375,13 +384,53 @@ class Runner:
             ids = adapter.finalize(ctx)
         elif state is State.LINK:
             with self._link_lock(adapter.link_key(ctx)):
-                if job.group is not None and adapter.manifest_name:
+                if job.group is not None and adapter.manifest_name and not resending:
                     ids = self._link_group(job, adapter, ctx)
                 else:
                     ids = adapter.link(ctx)
         else:  # pragma: no cover - decide() never hands out other states
             raise AssertionError(state)
         return _StepResult(Outcome.success(), ids=ids)
+
+    def _hash(self, job: Job) -> _StepResult:
+        """Hash the file in one read pass, once it is finished by the gate's own tests.
+
+        The watcher's gate tested the file before it was handed over; these tests run again here
+        because the hash step also runs after the file changed (a writer came back, or the file
+        was rewritten after it was sent), when no gate stands before it.
+        """
+        adapter = self._adapter(job)
+        source = self._source(job)
+        waiting = self._still_being_written(job, source)
+        if waiting is not None:
+            return waiting
+        digests = hash_file(source, adapter.digests)
+        removals = (INCOMPLETE_SINCE,) if INCOMPLETE_SINCE in job.vendor else ()
+        return _StepResult(Outcome.success(), digests=digests, bytes=digests.identity.size, vendor_removals=removals)
+
+    def _still_being_written(self, job: Job, source: Path) -> _StepResult | None:
+        """None if ``source`` looks finished; else a wait (never a spent attempt), or a refusal once
+        its end has been missing for ``watch.incomplete_timeout``."""
+        watch = self.settings.watch
+        try:
+            size = os.stat(source, follow_symlinks=False).st_size
+            if watch.check_writers and self._writers_checked() and has_writer(source):
+                return _StepResult(Outcome(OutcomeKind.PENDING, f"{printable(job.name)}: {WRITER_OPEN}",
+                                           retry_after=watch.settle))
+            incomplete = check_complete(source, size) if watch.check_complete else None
+        except (LeaseUnsupported, OSError):
+            return None  # the hash step's own open says what is wrong with the file, if anything
+        if incomplete is None:
+            return None
+        now = self._clock()
+        since = job.vendor.get(INCOMPLETE_SINCE)
+        since = float(since) if isinstance(since, int | float) else now
+        if now - since >= watch.incomplete_timeout:
+            limit = watch.incomplete_timeout
+            reason = f"{incomplete.reason} (still incomplete after {limit:g}s, watch.incomplete_timeout)"
+            return _StepResult(Outcome(OutcomeKind.PERMANENT, reason))
+        return _StepResult(Outcome(OutcomeKind.PENDING, incomplete.reason, retry_after=watch.settle),
+                           ids={INCOMPLETE_SINCE: since})
 
     def _check_duplicate(self, job: Job) -> _StepResult | None:
         """The same bytes already attached to (or on their way to) this record are not sent again.
@@ -434,7 +483,8 @@ class Runner:
         digests = FileDigests.from_dict(job.digests) if job.digests else None
         return StepContext(
             job_id=job.id, target=job.target, record=job.record, group=job.group, name=job.name,
-            path=self._source(job), identity=FileIdentity(job.size, job.mtime_ns), digests=digests,
+            path=self._source(job), identity=digests.identity if digests else FileIdentity(job.size, job.mtime_ns),
+            digests=digests,
             ids=job.vendor, scratch=self._scratch.setdefault(job.id, {}),
             remember=lambda ids: self.journal.add_vendor_ids([job.id], redact_value(dict(ids))),
         )
@@ -520,6 +570,7 @@ class Runner:
     def _move(self, job: Job, root: Path, *, sidecar: bool) -> _StepResult:
         source = self._source(job)
         planned = Path(job.outcome_path) if job.outcome_path else None
+        refreshed: FileDigests | None = None  # the file's identity now, when only its times changed
         try:
             if planned is None:
                 if not source.exists() and not source.is_symlink():
@@ -538,9 +589,10 @@ class Runner:
             elif source.exists():
                 sha256 = None
                 if root == self.settings.done:
-                    changed = self._changed_since_sent(job, source)
-                    if changed is not None:
-                        return changed
+                    verdict = self._still_as_sent(job, source)
+                    if isinstance(verdict, _StepResult):
+                        return verdict
+                    refreshed = verdict
                     sha256 = (job.digests or {}).get("sha256")
                 final = outcomes.move_file(source, planned, sha256=sha256)
             else:
@@ -548,36 +600,60 @@ class Runner:
                 return _StepResult(Outcome.success(), outcome_path="")
             if sidecar:
                 outcomes.write_sidecar(final, self._sidecar_info(job, final))
+            elif resend.is_resend(job.vendor):
+                outcomes.write_sidecar(final, self._resend_note(job, final), suffix=".resent.json")
             elif job.vendor.get("duplicate_of"):
                 outcomes.write_sidecar(final, self._duplicate_note(job, final), suffix=".duplicate.json")
             self._move_manifest_if_last(job, source.parent, final.parent)
         except outcomes.CopyDiffers as error:
-            return self._sent_bytes_stale(job, str(error.strerror))
+            return self._resend(job, str(error.strerror))
         except OSError as error:
             reason = f"cannot move {printable(str(source))} to {root}: {error.strerror or error}"
             return _StepResult(Outcome(OutcomeKind.TRANSIENT, reason))
         if self._on_file_left_inbox is not None:
             self._on_file_left_inbox(source)
-        return _StepResult(Outcome.success(), outcome_path=str(final))
+        return _StepResult(Outcome.success(), outcome_path=str(final), digests=refreshed)
 
-    def _changed_since_sent(self, job: Job, source: Path) -> _StepResult | None:
-        """None if ``source`` is still the file that was hashed and sent; else the step's result."""
+    def _still_as_sent(self, job: Job, source: Path) -> _StepResult | FileDigests | None:
+        """Is ``source`` still the file whose bytes were sent? None: yes. FileDigests: its times
+        changed but its bytes did not (its identity now). A step result: it must be sent again."""
+        digests = FileDigests.from_dict(job.digests) if job.digests else None
+        sent = digests.identity if digests else FileIdentity(job.size, job.mtime_ns)
         try:
-            check_unchanged(source, FileIdentity(job.size, job.mtime_ns))
+            check_unchanged(source, sent)
+            return None
         except StepError as error:
-            if error.outcome.kind is OutcomeKind.FILE_CHANGED:
-                return self._sent_bytes_stale(job, error.outcome.reason)
             if error.outcome.kind is OutcomeKind.FILE_GONE:
                 return None  # the move itself finds it gone
-            raise OSError(errno.EIO, error.outcome.reason) from None
-        return None
+            if error.outcome.kind is not OutcomeKind.FILE_CHANGED:
+                raise OSError(errno.EIO, error.outcome.reason) from None
+            why = error.outcome.reason
+        algorithms = [name for name in ("sha256", "md5") if (job.digests or {}).get(name)]
+        try:
+            now = hash_file(source, algorithms)
+        except StepError as error:
+            if error.outcome.kind is OutcomeKind.FILE_GONE:
+                return None
+            return self._resend(job, why)  # still changing: the hash step waits for it to finish
+        if job.digests and _same_content(now.as_dict(), job.digests):
+            log.info("file's times changed after it was sent, its bytes did not", job=job.id, file=job.name,
+                     change=why)
+            return now
+        return self._resend(job, why)
 
-    def _sent_bytes_stale(self, job: Job, why: str) -> _StepResult:
-        ids = ", ".join(f"{k} {v}" for k, v in sorted(job.vendor.items()) if k.endswith("id")) or "see the log"
-        reason = (f"changed after its bytes were sent ({why}); the vendor holds the earlier version ({ids}); "
-                  "`hotfolder retry` sends the new bytes")
-        # The done/ destination planned with the link no longer applies: failed/ plans its own.
-        return _StepResult(Outcome(OutcomeKind.FILE_CHANGED, reason), outcome_path="")
+    def _resend(self, job: Job, why: str) -> _StepResult:
+        """The vendor holds an earlier version: set its ids aside as stale and start again at hash."""
+        ids = resend.ids_for_resend(job.vendor)
+        stale = resend.described(job.vendor)
+        if ids is None:
+            reason = (f"changed after its bytes were sent ({why}), and it had been sent {resend.MAX_RESENDS + 1} "
+                      f"times; the vendor holds an earlier version ({stale}); `hotfolder retry` sends it again")
+            return _StepResult(Outcome(OutcomeKind.CHANGED_TOO_OFTEN, reason), outcome_path="")
+        log.warning("file changed after it was sent; sending the new bytes to replace the earlier copy",
+                    job=job.id, target=job.target, record=job.record, file=job.name, change=why, stale=stale)
+        reason = f"changed after its bytes were sent ({why}); sending the new bytes to replace {stale}"
+        # The done/ destination planned with the link no longer applies: the new send plans its own.
+        return _StepResult(Outcome(OutcomeKind.FILE_CHANGED, reason), vendor_replace=ids, outcome_path="")
 
     def _move_manifest_if_last(self, job: Job, folder: Path, destination: Path) -> None:
         """The last file of a group folder to leave takes the manifest (ticket.yaml) with it."""
@@ -609,6 +685,29 @@ class Runner:
             "md5": (job.digests or {}).get("md5"),
             "moved_to": printable(str(final)),
         }
+
+    def _resend_note(self, job: Job, final: Path) -> dict[str, Any]:
+        """Beside a file in done/ that was sent more than once: which earlier copies went stale, and
+        whether the vendor's link now points at this one only."""
+        current = {key: value for key, value in job.vendor.items() if key != resend.STALE}
+        kept = current.get(resend.STALE_KEPT)
+        if kept:
+            note = (f"changed after it was sent; the new bytes were sent again, but {job.target} cannot take "
+                    f"the earlier copy off its record: it still holds {', '.join(map(str, kept))}")
+        else:
+            note = "changed after it was sent; the new bytes were sent again and replaced the earlier copy"
+        return redact_value({
+            "job_id": job.id,
+            "file": printable(job.name),
+            "target": job.target,
+            "record": job.record,
+            "note": note,
+            "stale": resend.stale_sends(job.vendor),
+            "ids": current,
+            "sha256": (job.digests or {}).get("sha256"),
+            "md5": (job.digests or {}).get("md5"),
+            "moved_to": printable(str(final)),
+        })
 
     def _sidecar_info(self, job: Job, final: Path) -> dict[str, Any]:
         error = dict(job.last_error or {})

@@ -89,7 +89,14 @@ class Daemon:
             adapter = adapter_class(target.vendor)(target, client)
             adapter.secret_found = register_secret
             adapters[name] = adapter
-        self.runner = Runner(settings, self.journal, adapters, on_file_left_inbox=self._forget)
+        gate = ReadinessGate(
+            check_writers=settings.watch.check_writers,
+            check_complete=settings.watch.check_complete,
+            incomplete_timeout=settings.watch.incomplete_timeout,
+            status_file=waiting_file(settings),
+        )
+        self.runner = Runner(settings, self.journal, adapters, on_file_left_inbox=self._forget,
+                             writers_checked=lambda: gate.writer_check_off is None)
         self.watcher = Watcher(
             settings.inbox,
             method=settings.watch.method,
@@ -100,12 +107,7 @@ class Daemon:
             on_ready=self.runner.submit,
             on_ready_batch=self.runner.submit_many,
             on_refused=self._refused,
-            gate=ReadinessGate(
-                check_writers=settings.watch.check_writers,
-                check_complete=settings.watch.check_complete,
-                incomplete_timeout=settings.watch.incomplete_timeout,
-                status_file=waiting_file(settings),
-            ),
+            gate=gate,
             on_incomplete=self.runner.submit_incomplete,
         )
 

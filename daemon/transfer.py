@@ -60,14 +60,34 @@ _EXPIRED_CODES = frozenset({"ExpiredToken", "TokenRefreshRequired"})
 
 @dataclass(frozen=True)
 class FileIdentity:
-    """What we believe identifies a file's content without reading it: its size and mtime."""
+    """What we believe identifies a file's content without reading it.
+
+    Size and mtime catch a writer; ctime catches one that put the mtime back (``touch -r``, a copy
+    that keeps times) and the inode a different file renamed over the path with the same size and
+    times. ctime and inode are None where they were not recorded (jobs journalled before they
+    were); an unknown part is not compared.
+    """
 
     size: int
     mtime_ns: int
+    ctime_ns: int | None = None
+    ino: int | None = None
 
     @classmethod
     def of(cls, st: os.stat_result) -> FileIdentity:
-        return cls(size=st.st_size, mtime_ns=st.st_mtime_ns)
+        return cls(size=st.st_size, mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns, ino=st.st_ino)
+
+    def differences(self, now: FileIdentity) -> list[str]:
+        """What differs in ``now`` from this identity, in words; empty when it is the same file."""
+        found = []
+        for name in ("size", "mtime_ns", "ctime_ns", "ino"):
+            mine, theirs = getattr(self, name), getattr(now, name)
+            if mine is not None and theirs is not None and mine != theirs:
+                found.append(f"{name} {mine} → {theirs}")
+        return found
+
+    def matches(self, now: FileIdentity) -> bool:
+        return not self.differences(now)
 
 
 @dataclass(frozen=True)
@@ -89,6 +109,8 @@ class FileDigests:
         return {
             "size": self.identity.size,
             "mtime_ns": self.identity.mtime_ns,
+            "ctime_ns": self.identity.ctime_ns,
+            "ino": self.identity.ino,
             "md5": self.md5,
             "sha256": self.sha256,
         }
@@ -96,10 +118,17 @@ class FileDigests:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> FileDigests:
         return cls(
-            identity=FileIdentity(size=int(d["size"]), mtime_ns=int(d["mtime_ns"])),
+            identity=FileIdentity(
+                size=int(d["size"]), mtime_ns=int(d["mtime_ns"]), ctime_ns=_int_or_none(d.get("ctime_ns")),
+                ino=_int_or_none(d.get("ino")),
+            ),
             md5=d.get("md5"),
             sha256=d.get("sha256"),
         )
+
+
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 # --- opening and checking files -------------------------------------------------------------
@@ -140,10 +169,8 @@ def _open_regular(path: Path) -> tuple[int, os.stat_result]:
 
 
 def _changed(path: Path, expected: FileIdentity, now: FileIdentity) -> StepError:
-    return StepError(
-        OutcomeKind.FILE_CHANGED,
-        f"{path.name}: file changed (size {expected.size} → {now.size}, mtime_ns {expected.mtime_ns} → {now.mtime_ns})",
-    )
+    what = ", ".join(expected.differences(now)) or "its bytes moved while it was read"
+    return StepError(OutcomeKind.FILE_CHANGED, f"{path.name}: file changed ({what})")
 
 
 def check_unchanged(path: Path, expected: FileIdentity) -> None:
@@ -155,7 +182,7 @@ def check_unchanged(path: Path, expected: FileIdentity) -> None:
     if not stat.S_ISREG(st.st_mode):
         raise StepError(OutcomeKind.FILE_CHANGED, f"{path.name}: no longer a regular file")
     now = FileIdentity.of(st)
-    if now != expected:
+    if not expected.matches(now):
         raise _changed(path, expected, now)
 
 
@@ -167,7 +194,7 @@ def open_checked(path: Path, expected: FileIdentity) -> BinaryIO:
     """
     fd, st = _open_regular(path)
     now = FileIdentity.of(st)
-    if now != expected:
+    if not expected.matches(now):
         os.close(fd)
         raise _changed(path, expected, now)
     return cast(BinaryIO, open(fd, "rb", buffering=0))  # the caller closes it
@@ -210,7 +237,7 @@ def hash_file(path: Path, algorithms: Collection[str] = SUPPORTED_DIGESTS) -> Fi
     with open(fd, "rb", buffering=0) as f:
         total = _read_into_hashers(path, f, list(hashers.values()), identity.size)
         after = FileIdentity.of(os.fstat(fd))
-    if after != identity or total != identity.size:
+    if not identity.matches(after) or total != identity.size:
         raise _changed(path, identity, after)
     check_unchanged(path, identity)
 
@@ -304,7 +331,7 @@ def put_presigned(
             error = from_transport_error(exc, f"{what} to {redact_url(url)}")
             raise StepError(error.kind, _scrub(error.outcome.reason, url)) from None
     if not response.is_success:
-        raise classify_s3_error(response, what)
+        raise _unless_bytes_damaged(classify_s3_error(response, what), path, expected)
     check_unchanged(path, expected)
     return response.headers.get("ETag", "").strip().strip('"')
 
@@ -340,6 +367,21 @@ def classify_s3_error(response: httpx.Response, what: str) -> StepError:
         detail += ": " + re.sub(r"\?\S*", "?[redacted]", glimpse)
     reason = shorten(f"{what} refused by S3: {status} {detail}")
     return StepError(_kind_for(status, code), reason, status, _retry_after(response, status, code))
+
+
+def _unless_bytes_damaged(error: StepError, path: Path, expected: FileIdentity) -> StepError:
+    """``error``, unless S3 says the bytes differ from their digest while the file has not changed.
+
+    Then the bytes were damaged on the way (a proxy, a bad link), not rewritten: a retry that
+    spends an attempt, so a path that always damages them ends in failed/ instead of looping.
+    Raises FILE_CHANGED (or FILE_GONE) when the file did change.
+    """
+    if error.kind is not OutcomeKind.FILE_CHANGED:
+        return error
+    check_unchanged(path, expected)
+    outcome = error.outcome
+    reason = f"{outcome.reason} (the file itself did not change: damaged on the way?)"
+    return StepError(OutcomeKind.TRANSIENT, reason, outcome.status, outcome.retry_after, ids=error.ids)
 
 
 def _kind_for(status: int, code: str) -> OutcomeKind:
@@ -428,7 +470,7 @@ def _base64_json_stream(
         yield prefix
         yield from _base64_pieces(f, expected.size, chunk_size)
         now = FileIdentity.of(os.fstat(f.fileno()))
-        if now != expected:
+        if not expected.matches(now):
             raise _changed(path, expected, now)
     yield suffix
 
@@ -491,7 +533,7 @@ def _form_body(path: Path, expected: FileIdentity, f: BinaryIO, head: bytes, tai
     yield head
     yield from iter_file(f, expected.size)
     now = FileIdentity.of(os.fstat(f.fileno()))
-    if now != expected:
+    if not expected.matches(now):
         raise _changed(path, expected, now)
     yield tail
 
@@ -570,7 +612,7 @@ def post_form(
             error = from_transport_error(exc, f"{what} to {redact_url(url)}")
             raise _scrub_form(error, url, fields) from None
     if response.status_code != success:
-        raise _scrub_form(classify_s3_error(response, what), url, fields)
+        raise _scrub_form(_unless_bytes_damaged(classify_s3_error(response, what), path, expected), url, fields)
     check_unchanged(path, expected)
     if success == 201:
         # S3 names the key it stored; should a proxy have eaten the document, the key is still the

@@ -125,6 +125,21 @@ def run_once_in_process(site: Site) -> int:
     return Daemon(site.settings()).run_once()
 
 
+def rewrite_once_sent(site: Site, path: Path, new_bytes: bytes, sent: Callable[[], Any]) -> None:
+    """Run the daemon; once ``sent()`` says the file's bytes reached the vendor, rewrite the file
+    with ``new_bytes`` (the test holds the link with a delay fault); return when every job is finished."""
+    from daemon.service import Daemon
+
+    daemon = Daemon(site.settings())
+    daemon.start()
+    try:
+        wait_for(sent, what="the first bytes at the vendor")
+        path.write_bytes(new_bytes)
+        wait_for(lambda: (jobs := site.jobs()) and all(job.finished for job in jobs), what="every job to finish")
+    finally:
+        daemon.stop()
+
+
 def env_for_daemon() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
     env["FULCRUM_TOKEN"] = TOKEN

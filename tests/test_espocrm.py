@@ -26,7 +26,16 @@ from daemon.errors import StepError
 from daemon.pipeline import OutcomeKind, State
 from daemon.sandbox import Sandbox
 from daemon.transfer import FileIdentity, base64_json_body, data_uri_prefix
-from tests.harness import Site, hotfolder, kill9, run_once_in_process, simulated_site, wait_for, write_config
+from tests.harness import (
+    Site,
+    hotfolder,
+    kill9,
+    rewrite_once_sent,
+    run_once_in_process,
+    simulated_site,
+    wait_for,
+    write_config,
+)
 
 API_KEY = "sandbox-espo-key"
 HMAC_KEY, HMAC_SECRET = "sandbox-hmac-key", "sandbox-hmac-secret"
@@ -134,6 +143,32 @@ def test_file_field_and_attachment_multiple_receive_the_bytes(espo: Site) -> Non
     assert not any(espo.failed.rglob("*"))
     # No chunk endpoint was needed for small files: one POST Attachment each.
     assert len(_requests(espo, "POST", "/api/v1/Attachment")) == 3
+
+
+@pytest.mark.parametrize("target", [DOCS, NOTES])
+def test_a_file_rewritten_after_it_was_sent_replaces_its_stale_attachment(espo: Site, target: str) -> None:
+    """File field and Attachment-Multiple alike: the record ends with the new bytes once, the stale copy
+    off it, and what was there before us kept."""
+    entity, record, name = ("Document", "doc-1", "plan.pdf") if target == DOCS else ("Note", "note-2", "photo.jpg")
+    service = espo.sandbox.espocrm
+    kept = ""
+    if target == NOTES:
+        kept = service.add_attachment("Note", "attachments", b"someone else's", "earlier.txt")
+        service.add_record("Note", record, post="Has a file", attachmentsIds=[kept])
+    first, second = b"%PDF-1.4 " + os.urandom(3_000), b"%PDF-1.4 " + os.urandom(4_000)
+    path = espo.drop(record, name, first, target=target)
+    espo.sandbox.add_fault("GET", rf"^/api/v1/{entity}/{record}$", count=1, action="delay", delay=2.0)
+
+    rewrite_once_sent(espo, path, second, lambda: _requests(espo, "POST", "/api/v1/Attachment"))
+
+    attached = [_document_file(espo)] if target == DOCS else _note_attachments(espo, record)
+    ours = [a for a in attached if a != kept]
+    assert [_download(espo, a) for a in ours] == [second]
+    assert (target == NOTES) == (kept in attached)
+    done = espo.done / target / record / name
+    assert done.read_bytes() == second
+    note = json.loads((done.parent / f"{name}.resent.json").read_text())
+    assert note["ids"]["replaced"] == [note["stale"][0]["attachment_id"]] != [ours[0]]
 
 
 def test_attachments_already_on_the_record_are_kept(espo: Site) -> None:

@@ -49,6 +49,19 @@ def test_steps_survive_reopen_and_keep_vendor_ids(tmp_path: Path) -> None:
     assert reopened.last_error == {"step": "upload", "reason": "503"}
 
 
+def test_a_resend_replaces_every_vendor_id_at_once_and_survives_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    journal = Journal(path)
+    job = _add(journal)
+    assert job is not None
+    journal.record(job.id, StepRecord(state=State.TO_DONE, attempts=0, vendor_update={"attachment_id": "a-1"}))
+    stale = {"stale": [{"attachment_id": "a-1"}]}
+    journal.record(job.id, StepRecord(state=State.HASH, attempts=0, vendor_replace=stale,
+                                      vendor_update={"note": "n"}))
+    journal.close()
+    assert Journal(path).get(job.id).vendor == {**stale, "note": "n"}
+
+
 def test_ready_jobs_honour_retry_time_and_exclusions(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "j.db", clock=lambda: 1000.0)
     a, b = _add(journal, "t/r/a"), _add(journal, "t/r/b")

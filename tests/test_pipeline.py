@@ -46,10 +46,12 @@ for step in VENDOR_STEPS:
 EXPECTED[(State.PRESIGN, OutcomeKind.DUPLICATE)] = State.TO_DONE
 for move in MOVE_STATES:
     for kind in OutcomeKind:
-        if kind is not OutcomeKind.SUCCESS:
+        if kind not in (OutcomeKind.SUCCESS, OutcomeKind.CHANGED_TOO_OFTEN):
             EXPECTED[(move, kind)] = move  # an outcome move is retried, never abandoned
-# ...except that bytes changed after they were sent are never moved to done/ as if nothing happened.
-EXPECTED[(State.TO_DONE, OutcomeKind.FILE_CHANGED)] = State.TO_FAILED
+# ...except that bytes changed after they were sent are never moved to done/ as if nothing happened:
+# they are sent again, or, once resent too often, the file goes to failed/.
+EXPECTED[(State.TO_DONE, OutcomeKind.FILE_CHANGED)] = State.HASH
+EXPECTED[(State.TO_DONE, OutcomeKind.CHANGED_TOO_OFTEN)] = State.TO_FAILED
 
 
 @pytest.mark.parametrize(("state", "kind"), sorted(EXPECTED, key=str))
@@ -59,7 +61,7 @@ def test_every_failure_pair(state: State, kind: OutcomeKind) -> None:
     if kind is OutcomeKind.PENDING:
         assert decision.delay > 0
     costs_attempt = kind in {OutcomeKind.TRANSIENT, OutcomeKind.EXPIRED}
-    moved_on = (state, kind) == (State.TO_DONE, OutcomeKind.FILE_CHANGED)
+    moved_on = state is State.TO_DONE and kind in (OutcomeKind.FILE_CHANGED, OutcomeKind.CHANGED_TOO_OFTEN)
     assert decision.attempts == (1 if (costs_attempt or state in MOVE_STATES) and not moved_on else 0)
     if kind is OutcomeKind.PERMANENT and state not in MOVE_STATES:
         assert decision.error == "why" and decision.status == 503
@@ -70,6 +72,8 @@ def test_every_active_state_and_kind_is_covered() -> None:
         for kind in OutcomeKind:
             if kind is OutcomeKind.SUCCESS or (kind is OutcomeKind.DUPLICATE and state is not State.PRESIGN):
                 continue
+            if kind is OutcomeKind.CHANGED_TOO_OFTEN and state is not State.TO_DONE:
+                continue
             assert (state, kind) in EXPECTED
 
 
@@ -77,6 +81,12 @@ def test_every_active_state_and_kind_is_covered() -> None:
 def test_only_presign_may_call_a_file_a_duplicate(state: State) -> None:
     with pytest.raises(ValueError):
         decide(state, 0, Outcome(OutcomeKind.DUPLICATE), POLICY)
+
+
+@pytest.mark.parametrize("state", [State.HASH, State.LINK, State.TO_FAILED])
+def test_only_the_move_to_done_may_call_a_file_changed_too_often(state: State) -> None:
+    with pytest.raises(ValueError):
+        decide(state, 0, Outcome(OutcomeKind.CHANGED_TOO_OFTEN), POLICY)
 
 
 @pytest.mark.parametrize("state", sorted(TERMINAL_STATES))
@@ -133,12 +143,17 @@ def test_any_outcome_sequence_ends_or_stays_bounded(kinds: list[OutcomeKind]) ->
             break
         if kind is OutcomeKind.DUPLICATE and state is not State.PRESIGN:
             continue
+        if kind is OutcomeKind.CHANGED_TOO_OFTEN and state is not State.TO_DONE:
+            continue
         decision = decide(state, attempts, Outcome(kind, "x"), POLICY, 0.3)
         if kind is OutcomeKind.DUPLICATE:
             assert decision.state is State.TO_DONE
         elif kind is OutcomeKind.SUCCESS:
             assert decision.state is {**dict(zip(VENDOR_STEPS, [*VENDOR_STEPS[1:], State.TO_DONE], strict=True)),
                                       State.TO_DONE: State.DONE, State.TO_FAILED: State.FAILED}[state]
+        elif state is State.TO_DONE and decision.state in STEP_ORDER:
+            # Only bytes changed after they were sent take a job from done's door back to the start.
+            assert kind is OutcomeKind.FILE_CHANGED and decision.state is State.HASH
         elif decision.state in STEP_ORDER:
             # Going back is allowed (presign/hash again); going forward without success is not.
             assert STEP_ORDER.index(decision.state) <= STEP_ORDER.index(state)

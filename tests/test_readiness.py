@@ -4,6 +4,7 @@ processes, the gate's waiting and timeout, and the daemon with writers that paus
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -251,8 +252,9 @@ def test_a_truncated_pdf_goes_to_failed_after_the_incomplete_timeout(site: Site)
     assert site.sandbox.fulcrum.attachments() == []
 
 
-def test_a_file_rewritten_after_its_bytes_were_sent_is_not_moved_to_done(site: Site) -> None:
-    """The vendor holds the earlier bytes: the file goes to failed/ saying so, never to done/."""
+def test_a_file_rewritten_after_its_bytes_were_sent_is_sent_again_and_replaces_the_stale_copy(site: Site) -> None:
+    """The vendor holds the earlier bytes when the file is rewritten during the link: the new bytes
+    are sent, the record's field ends with them only, and a note beside the file names the stale copy."""
     write_config(site.root, site.sandbox.url, watch={"check_complete": True})
     first = formats.pdf(b"first version " + os.urandom(2000))
     path = site.drop("rec-1", "scan.pdf", first)
@@ -264,14 +266,39 @@ def test_a_file_rewritten_after_its_bytes_were_sent_is_not_moved_to_done(site: S
         wait_for(lambda: any(a["uploaded"] for a in site.sandbox.fulcrum.attachments()), what="upload")
         second = formats.pdf(b"second version " + os.urandom(2000))
         path.write_bytes(second)
-        wait_for(lambda: (site.failed / "fulcrum" / "rec-1" / "scan.pdf").exists(), what="scan.pdf in failed/")
+        done = site.done / "fulcrum" / "rec-1" / "scan.pdf"
+        wait_for(lambda: done.exists() and site.jobs()[0].state.value == "done", what="scan.pdf in done/")
     finally:
         daemon.stop()
-    assert not (site.done / "fulcrum" / "rec-1" / "scan.pdf").exists()
-    sidecar = (site.failed / "fulcrum" / "rec-1" / "scan.pdf.error.json").read_text()
-    assert "changed after its bytes were sent" in sidecar
+    assert done.read_bytes() == second and not (site.failed / "fulcrum").exists()
     attached = site.sandbox.fulcrum.record("rec-1")["form_values"][FIELD]
-    assert [site.sandbox.fulcrum.attachment_bytes(a["attachment_id"]) for a in attached] == [first]
+    assert [site.sandbox.fulcrum.attachment_bytes(a["attachment_id"]) for a in attached] == [second]
+    note = json.loads((done.parent / "scan.pdf.resent.json").read_text())
+    stale_id = note["stale"][0]["attachment_id"]
+    assert site.sandbox.fulcrum.attachment_bytes(stale_id) == first
+    assert note["ids"]["replaced"] == [stale_id] and "replaced the earlier copy" in note["note"]
+
+
+def test_a_file_whose_times_change_after_it_was_sent_is_not_sent_again(site: Site) -> None:
+    """Touched, not rewritten (a backup tool, an indexer): the bytes at the vendor are the file's, so
+    it goes to done/ with its one attachment and no note."""
+    write_config(site.root, site.sandbox.url, watch={"check_complete": True})
+    body = formats.pdf(os.urandom(2000))
+    path = site.drop("rec-1", "scan.pdf", body)
+    site.sandbox.add_fault("GET", r"^/api/v2/records/rec-1", count=1, action="delay", delay=2.0)
+    daemon = Daemon(site.settings())
+    daemon.start()
+    try:
+        wait_for(lambda: any(a["uploaded"] for a in site.sandbox.fulcrum.attachments()), what="upload")
+        os.utime(path, ns=(time.time_ns(), time.time_ns()))
+        done = site.done / "fulcrum" / "rec-1" / "scan.pdf"
+        wait_for(lambda: done.exists() and site.jobs()[0].state.value == "done", what="scan.pdf in done/")
+    finally:
+        daemon.stop()
+    assert len(site.sandbox.fulcrum.attachments()) == 1
+    attached = site.sandbox.fulcrum.record("rec-1")["form_values"][FIELD]
+    assert [site.sandbox.fulcrum.attachment_bytes(a["attachment_id"]) for a in attached] == [body]
+    assert not (done.parent / "scan.pdf.resent.json").exists()
 
 
 def test_status_lists_a_file_held_open_by_a_writer_with_the_reason(site: Site) -> None:

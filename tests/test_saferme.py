@@ -27,7 +27,17 @@ from daemon.service import make_client
 from daemon.transfer import FileIdentity, hash_file, post_form
 from daemon.vendors.base import StepContext
 from daemon.vendors.saferme import SaferMe, saferme_error_detail
-from tests.harness import TOKEN, Site, hotfolder, kill9, run_once_in_process, simulated_site, wait_for, write_config
+from tests.harness import (
+    TOKEN,
+    Site,
+    hotfolder,
+    kill9,
+    rewrite_once_sent,
+    run_once_in_process,
+    simulated_site,
+    wait_for,
+    write_config,
+)
 
 TEAM = "42"
 REPORT = "49"
@@ -128,6 +138,23 @@ def test_files_reach_the_field_once_with_their_bytes(ssite: Site) -> None:
     assert ssite.sandbox.saferme.field_value(REPORT, TEXT_FIELD) == "keep me"  # PATCH named only our field
     assert _statuses(ssite, "POST", r"^/s3/") == [201, 201]
     assert not any(ssite.failed.rglob("*"))
+
+
+def test_a_file_rewritten_after_it_was_sent_replaces_its_stale_attachment_in_the_field(ssite: Site) -> None:
+    first, second = os.urandom(30_000), os.urandom(20_000)
+    _drop(ssite, "photo.png", first)
+    path = ssite.inbox / "saferme" / REPORT / "photo.png"
+    ssite.sandbox.add_fault("GET", REPORT_PATH, count=1, action="delay", delay=2.0)
+
+    rewrite_once_sent(ssite, path, second, lambda: _statuses(ssite, "POST", r"^/s3/"))
+
+    (ours,) = _ours(ssite)  # the attachments that were there before are kept, in their order
+    assert ssite.sandbox.saferme.blob_bytes(ours) == second
+    done = ssite.done / "saferme" / REPORT / "photo.png"
+    assert done.read_bytes() == second
+    note = json.loads((done.parent / "photo.png.resent.json").read_text())
+    stale = note["stale"][0]["file_attachment_id"]
+    assert ssite.sandbox.saferme.blob_bytes(stale) == first and note["ids"]["replaced"] == [str(stale)]
 
 
 def test_processing_is_polled_with_growing_waits(ssite: Site, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -168,6 +169,35 @@ def test_check_unchanged(tmp_path: Path) -> None:
     with pytest.raises(StepError) as err:
         check_unchanged(path, before)
     assert err.value.kind is OutcomeKind.FILE_GONE
+
+
+def test_a_rewrite_that_puts_size_and_mtime_back_is_still_a_change(tmp_path: Path) -> None:
+    """Same size, mtime restored (``touch -r``, a copy that keeps times): the ctime tells. A file of
+    that size and those times renamed over the path: the inode tells."""
+    path = write(tmp_path / "a.bin", b"12345")
+    before = os.stat(path)
+    expected = identity(path)
+    time.sleep(0.01)
+    write(path, b"54321")
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    with pytest.raises(StepError) as err:
+        check_unchanged(path, expected)
+    assert err.value.kind is OutcomeKind.FILE_CHANGED and "ctime_ns" in err.value.outcome.reason
+
+    expected = identity(path)
+    other = write(tmp_path / "b.bin", b"abcde")
+    os.utime(other, ns=(before.st_atime_ns, before.st_mtime_ns))
+    os.replace(other, path)
+    with pytest.raises(StepError) as err:
+        check_unchanged(path, expected)
+    assert "ino" in err.value.outcome.reason
+
+
+def test_an_identity_journalled_without_ctime_and_inode_compares_what_it_has(tmp_path: Path) -> None:
+    path = write(tmp_path / "a.bin", b"12345")
+    st = os.stat(path)
+    check_unchanged(path, FileIdentity(st.st_size, st.st_mtime_ns))
+    assert FileDigests.from_dict({"size": 5, "mtime_ns": st.st_mtime_ns}).identity.ctime_ns is None
 
 
 def test_open_checked_refuses_a_different_file(tmp_path: Path) -> None:

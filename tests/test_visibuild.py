@@ -28,7 +28,16 @@ from daemon.service import make_client
 from daemon.transfer import FileIdentity, hash_file
 from daemon.vendors.base import StepContext
 from daemon.vendors.visibuild import ATTEMPTED, CONFIRMED_BY_422, Visibuild, render_title
-from tests.harness import Site, hotfolder, kill9, run_once_in_process, simulated_site, wait_for, write_config
+from tests.harness import (
+    Site,
+    hotfolder,
+    kill9,
+    rewrite_once_sent,
+    run_once_in_process,
+    simulated_site,
+    wait_for,
+    write_config,
+)
 
 CLIENT_ID = "hotfolder-test"
 CLIENT_SECRET = "vb-secret-5d2a91e7"  # distinctive, so a leak into a log or sidecar is easy to spot
@@ -103,6 +112,32 @@ def test_client_credentials_one_ticket_per_file(vsite: Site) -> None:
         "contentType"] == "application/pdf"
     assert vsite.sandbox.visibuild.tokens_issued == 1  # one token, shared by every worker and step
     assert not any(vsite.failed.rglob("*"))
+
+
+def test_a_file_rewritten_after_its_ticket_was_made_gets_a_ticket_of_its_own_naming_the_stale_one(
+    vsite: Site,
+) -> None:
+    """A ticket takes attachment keys only when it is made: the new bytes go on a new ticket, and
+    the note beside the file in done/ names the ticket that still holds the earlier version."""
+    first, second = os.urandom(10_000), os.urandom(12_000)
+    _drop(vsite, "proj-1", "defect.jpg", first)
+    path = vsite.inbox / "visibuild" / "proj-1" / "defect.jpg"
+    vsite.sandbox.add_fault("POST", TICKETS, count=1, action="delay", delay=2.0)
+
+    rewrite_once_sent(vsite, path, second, lambda: any(
+        r["method"] == "PUT" and r["status"] == 200 for r in vsite.sandbox.requests()))
+
+    tickets = vsite.sandbox.visibuild.tickets()
+    assert len(tickets) == 2
+    held = [vsite.sandbox.visibuild.blob_bytes(ticket["attachmentKeys"][0]) for ticket in tickets]
+    assert sorted(held) == sorted([first, second])
+    done = vsite.done / "visibuild" / "proj-1" / "defect.jpg"
+    assert done.read_bytes() == second
+    note = json.loads((done.parent / "defect.jpg.resent.json").read_text())
+    stale_ticket = note["stale"][0]["ticket_id"]
+    (stale,) = [t for t in tickets if t["id"] == stale_ticket]
+    assert vsite.sandbox.visibuild.blob_bytes(stale["attachmentKeys"][0]) == first
+    assert note["ids"]["stale_kept"] == [str(stale_ticket)] and str(stale_ticket) in note["note"]
 
 
 def test_long_lived_token_is_used_as_is(vsite: Site) -> None:

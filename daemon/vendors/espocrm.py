@@ -31,6 +31,7 @@ from urllib.parse import quote
 
 import httpx
 
+from daemon import resend
 from daemon.errors import StepError
 from daemon.pipeline import OutcomeKind
 from daemon.transfer import base64_chunk_body, base64_json_body, check_unchanged, data_uri_prefix, open_checked
@@ -148,19 +149,28 @@ class EspoCRM(Vendor):
         return {"attachment_id": attachment_id, "chunked": True, "chunks": chunks}
 
     def link(self, ctx: StepContext) -> Ids:
+        """Point the record's field at our attachment; a resend's takes the place of the stale ones.
+
+        A File field holds one attachment, so writing ours replaces whatever it held; an
+        Attachment-Multiple field is a set of ids, from which the stale copies are taken out.
+        """
         attachment_id = str(ctx.ids["attachment_id"])
+        stale = resend.stale_values(ctx.ids, "attachment_id")
         resource = self._record_resource(ctx)
         record = self._api("GET", resource, "link: read record").json()
         if not isinstance(record, dict):
             raise StepError(OutcomeKind.TRANSIENT, "link: read record: answer is not a record")
+        replaced: list[str] = []
         if self._multiple:
-            change = _merged_attachments(record, self._field, attachment_id)
+            change, replaced = _merged_attachments(record, self._field, attachment_id, stale)
         else:
-            change = None if record.get(f"{self._field}Id") == attachment_id else {f"{self._field}Id": attachment_id}
+            held = record.get(f"{self._field}Id")
+            change = None if held == attachment_id else {f"{self._field}Id": attachment_id}
+            replaced = [str(held)] if change is not None and held is not None and str(held) in stale else []
         if change is None:
             return {"linked": True, "link_was_already_there": True}
         self._api("PUT", resource, "link: write record", json=change)
-        return {"linked": True}
+        return {"linked": True, **({resend.REPLACED: replaced} if replaced else {})}
 
 
 def _abandoned(ids: Ids) -> list[str]:
@@ -179,8 +189,11 @@ def _json_head(members: dict[str, Any], key: str, opening: bytes) -> bytes:
     return f"{head}{separator}{json.dumps(key)}: ".encode() + json.dumps(opening.decode("ascii"))[:-1].encode()
 
 
-def _merged_attachments(record: dict[str, Any], field: str, attachment_id: str) -> dict[str, Any] | None:
-    """The ``<field>Ids`` to write so ours joins those already there; None if it is there."""
+def _merged_attachments(
+    record: dict[str, Any], field: str, attachment_id: str, stale: list[str]
+) -> tuple[dict[str, Any] | None, list[str]]:
+    """The ``<field>Ids`` to write so ours is there and no stale copy is (None if it is so already),
+    and the stale ids taken out."""
     key = f"{field}Ids"
     if key not in record:
         # Writing the set blind would unlink whatever the record holds: refuse instead.
@@ -188,6 +201,10 @@ def _merged_attachments(record: dict[str, Any], field: str, attachment_id: str) 
             OutcomeKind.PERMANENT, f"link: the record has no '{key}' (is '{field}' an Attachment-Multiple field?)"
         )
     current = [str(item) for item in record.get(key) or []]
-    if attachment_id in current:
-        return None
-    return {key: [*current, attachment_id]}
+    replaced = [item for item in current if item in stale]
+    wanted = [item for item in current if item not in stale]
+    if attachment_id not in wanted:
+        wanted.append(attachment_id)
+    if wanted == current:
+        return None, []
+    return {key: wanted}, replaced

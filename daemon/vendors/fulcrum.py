@@ -30,6 +30,7 @@ from urllib.parse import quote
 
 import httpx
 
+from daemon import resend
 from daemon.errors import StepError
 from daemon.pipeline import OutcomeKind
 from daemon.transfer import check_unchanged, iter_file, open_checked
@@ -112,7 +113,7 @@ class Fulcrum(Vendor):
             return self._append_to_record(ctx, item, "photo_id")
         attachment_id = ctx.ids["attachment_id"]
         if self._owner_type == "form":
-            return self._confirm_form_attachment(attachment_id)
+            return self._confirm_form_attachment(ctx, attachment_id)
         return self._append_to_record(ctx, {"attachment_id": attachment_id, "name": ctx.name}, "attachment_id")
 
     # -- linking ------------------------------------------------------------------------------
@@ -123,28 +124,36 @@ class Fulcrum(Vendor):
         return ("fulcrum-record", self.target.url, ctx.record or "")
 
     def _append_to_record(self, ctx: StepContext, item: dict[str, Any], id_key: str) -> Ids:
-        """Append ``item`` to the record's field unless an item with the same ``id_key`` is there.
+        """Put ``item`` in the record's field unless an item with the same ``id_key`` is there.
 
-        The whole record goes back with PUT: PATCH would do too, but PUT is what the vendor's own
-        example uses, and both replace the field's whole array anyway.
+        A resend's item takes the place of the stale copies (the earlier sends' ids under
+        ``id_key``), so the field ends with the new bytes once. The whole record goes back with PUT:
+        PATCH would do too, but PUT is what the vendor's own example uses, and both replace the
+        field's whole array anyway.
         """
         field_key = self.target.option("field")
         answer = self.call("GET", self._record_url(ctx), "link: read record", headers=self._headers).json()
         record: dict[str, Any] = require(answer, "record", what="link: read record")
         form_values = record.get("form_values") or {}
         items = list(form_values.get(field_key) or [])
-        if any(isinstance(existing, dict) and existing.get(id_key) == item[id_key] for existing in items):
+        stale = set(resend.stale_values(ctx.ids, id_key if id_key == "attachment_id" else PHOTO_KEY))
+        kept = [existing for existing in items if not _holds(existing, id_key, stale)]
+        replaced = sorted({str(existing[id_key]) for existing in items if _holds(existing, id_key, stale)})
+        done = {resend.REPLACED: replaced} if replaced else {}
+        ours = any(isinstance(existing, dict) and existing.get(id_key) == item[id_key] for existing in kept)
+        if ours and not replaced:
             return {"linked": True, "link_was_already_there": True}
-        if id_key == "attachment_id":
+        if not ours and id_key == "attachment_id" and not stale:
             # A job that lost its journal (reset after damage) comes back with a fresh attachment id:
             # the same name with the same bytes on the record is then that earlier link, not a new one.
             twin = self._same_file_on_record(ctx, items)
             if twin is not None:
                 return {"linked": True, "link_was_already_there": True, "matched_attachment_id": twin}
-        items.append(item)
-        record["form_values"] = {**form_values, field_key: items}
+        if not ours:
+            kept.append(item)
+        record["form_values"] = {**form_values, field_key: kept}
         self.call("PUT", self._record_url(ctx), "link: write record", json={"record": record}, headers=self._headers)
-        return {"linked": True}
+        return {"linked": True, **done}
 
     def _same_file_on_record(self, ctx: StepContext, items: list[Any]) -> str | None:
         """The id of an attachment in ``items`` with our name, size and SHA-256, or None.
@@ -182,10 +191,13 @@ class Fulcrum(Vendor):
                 return candidate
         return None
 
-    def _confirm_form_attachment(self, attachment_id: str) -> Ids:
-        """Form-owned attachments have no record to write: check that finalize took, and stop there."""
+    def _confirm_form_attachment(self, ctx: StepContext, attachment_id: str) -> Ids:
+        """Form-owned attachments have no record to write: check that finalize took, and stop there.
+
+        A resend cannot take a stale copy off a form (no documented call does), so it is named."""
         if self._attachment_complete(attachment_id):
-            return {"attachment_complete": True}
+            stale = resend.stale_values(ctx.ids, "attachment_id")
+            return {"attachment_complete": True, **({resend.STALE_KEPT: stale} if stale else {})}
         # Transient, so a vendor that completes asynchronously gets a few tries; bounded by `retry`.
         raise StepError(OutcomeKind.TRANSIENT, f"link: attachment {attachment_id} is not complete after finalize")
 
@@ -257,6 +269,10 @@ class Fulcrum(Vendor):
             # The vendor now holds bytes that may be a mix of old and new: forget this key, so the
             # next upload (after hashing again) creates a fresh photo rather than adopting this one.
             raise StepError(error.kind, error.outcome.reason, ids={PHOTO_KEY: None}) from None
+
+
+def _holds(item: Any, id_key: str, ids: set[str]) -> bool:
+    return isinstance(item, dict) and item.get(id_key) is not None and str(item[id_key]) in ids
 
 
 class PhotoForm:

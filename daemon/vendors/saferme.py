@@ -35,6 +35,7 @@ from urllib.parse import quote
 
 import httpx
 
+from daemon import resend
 from daemon.config import TargetSettings
 from daemon.errors import StepError, shorten
 from daemon.pipeline import OutcomeKind
@@ -144,15 +145,21 @@ class SaferMe(Vendor):
             "GET", url, "link: read report", params={"fields": "form_fields"}, headers=self._headers
         ).json()
         current = attachment_ids(_find_field(report, field_key, ctx.record or ""), field_key)
-        if any(str(item) == str(attachment_id) for item in current):
+        # A resend's attachment takes the place of the stale copies in the field.
+        stale = set(resend.stale_values(ctx.ids, "file_attachment_id"))
+        replaced = [str(item) for item in current if str(item) in stale]
+        wanted = [item for item in current if str(item) not in stale]
+        if not any(str(item) == str(attachment_id) for item in wanted):
+            wanted.append(attachment_id)
+        if wanted == current:
             return {"linked": True, "link_was_already_there": True}
-        form_fields = [{"key": field_key, "value": [*current, attachment_id]}]
+        form_fields = [{"key": field_key, "value": wanted}]
         # SaferMe's own docs wrap writes in "report" (Rails style); VENDOR-APIS.md shows form_fields at
         # the top level. Both carry the same value: a Rails server ignores the unwrapped copy, and a
         # server that reads the top level finds it, so either reading links the same ids.
         body = {"report": {"form_fields": form_fields}, "form_fields": form_fields}
         self.call("PATCH", url, "link: write report", ok=(200, 204), json=body, headers=self._headers)
-        return {"linked": True}
+        return {"linked": True, **({resend.REPLACED: replaced} if replaced else {})}
 
     # -- helpers ------------------------------------------------------------------------------
 

@@ -49,6 +49,7 @@ from typing import Any
 
 import httpx
 
+from daemon import resend
 from daemon.config import TargetSettings
 from daemon.errors import StepError, from_response
 from daemon.pipeline import OutcomeKind
@@ -114,7 +115,10 @@ class Visibuild(Vendor):
         return self.upload_presigned_put(ctx)
 
     def link(self, ctx: StepContext) -> Ids:
-        """One ticket for this file, in the project its folder names."""
+        """One ticket for this file, in the project its folder names.
+
+        A ticket takes attachment keys only when it is made, so a resend (the file changed after
+        its ticket was made) makes a ticket of its own, and names the stale ticket in its ids."""
         key = _key_of(ctx)
         fields = {
             **self.target.option("ticket"),
@@ -122,7 +126,9 @@ class Visibuild(Vendor):
             "projectId": _project(ctx),
             "attachmentKeys": [key],
         }
-        return self._create_ticket(ctx, [ctx], fields, "link: create ticket")
+        ids = self._create_ticket(ctx, [ctx], fields, "link: create ticket")
+        stale = resend.stale_values(ctx.ids, "ticket_id") or resend.stale_values(ctx.ids, "key")
+        return {**ids, resend.STALE_KEPT: stale} if stale else ids
 
     def link_group(self, ctx: StepContext, members: Sequence[StepContext], manifest: Mapping[str, Any]) -> Ids:
         """One ticket for a whole folder: every member's key, ticket.yaml's fields over the target's

@@ -81,6 +81,7 @@ class WatchSettings:
     check_writers: bool = True
     check_complete: bool = True
     incomplete_timeout: float = 600.0
+    attribute_cache: float | None = None  # None: read from the mount table (see daemon/mountcache.py)
 
 
 @dataclass(frozen=True)
@@ -329,6 +330,15 @@ def _duration(*, positive: bool) -> Parser:
         return seconds
 
     return parse
+
+
+def _auto_or_duration(value: object, key: str) -> float | None:
+    """``auto`` (None: the program finds the figure) or a duration of 0 or more."""
+    if value == "auto":
+        return None
+    if _is_number(value) or (isinstance(value, str) and _DURATION.fullmatch(value.strip())):
+        return parse_duration(value, key)
+    raise _refuse(key, "auto, or a duration such as 1s or 20s", value)
 
 
 def _size(*, positive: bool) -> Parser:
@@ -676,7 +686,7 @@ def _check_folders(folders: Mapping[str, Path]) -> None:
 def _parse_watch(data: object, environ: Mapping[str, str]) -> WatchSettings:
     section = _Section(data, "watch", environ, (
         "method", "settle", "poll_interval", "rescan", "ignore", "check_writers", "check_complete",
-        "incomplete_timeout",
+        "incomplete_timeout", "attribute_cache",
     ))
     return WatchSettings(
         method=section.get("method", _choice(*WATCH_METHODS), "auto"),
@@ -687,6 +697,7 @@ def _parse_watch(data: object, environ: Mapping[str, str]) -> WatchSettings:
         check_writers=section.get("check_writers", _boolean, True),
         check_complete=section.get("check_complete", _boolean, True),
         incomplete_timeout=section.get("incomplete_timeout", _duration(positive=True), "10m"),
+        attribute_cache=section.get("attribute_cache", _auto_or_duration, "auto"),
     )
 
 

@@ -143,6 +143,11 @@ def decide(state: State, attempts: int, outcome: Outcome, policy: RetryPolicy, j
             raise ValueError("a file changed after it was sent is recognised on the way to done/")
         return Decision(State.TO_FAILED, attempts, 0.0, outcome.reason, outcome.status)
 
+    if kind is OutcomeKind.PENDING:
+        # Waiting is not a setback: the adapter bounds its own polling (it counts polls in its ids).
+        delay = outcome.retry_after if outcome.retry_after is not None else policy.backoff
+        return Decision(state, attempts, max(delay, 0.01), outcome.reason or None)
+
     if state in MOVE_STATES:
         # Moving to an outcome folder is never given up: the file stays put and we try again.
         tries = attempts + 1
@@ -158,11 +163,6 @@ def decide(state: State, attempts: int, outcome: Outcome, policy: RetryPolicy, j
         if state is not State.PRESIGN:
             raise ValueError("a duplicate is recognised before presign, before anything is sent")
         return Decision(State.TO_DONE, attempts, 0.0)
-
-    if kind is OutcomeKind.PENDING:
-        # Waiting is not a setback: the adapter bounds its own polling (it counts polls in its ids).
-        delay = outcome.retry_after if outcome.retry_after is not None else policy.backoff
-        return Decision(state, attempts, max(delay, 0.01), outcome.reason or None)
 
     if kind is OutcomeKind.NEED_PRESIGN:
         return Decision(_back_to(state, State.PRESIGN), attempts, 0.0)

@@ -30,6 +30,7 @@ from daemon.errors import StepError
 from daemon.journal import Job, Journal, NewJob, StepRecord
 from daemon.layout import LayoutError, place, validate_segment
 from daemon.logsetup import redact, redact_value
+from daemon.mountcache import AttributeCache
 from daemon.pipeline import (
     Decision,
     Outcome,
@@ -39,12 +40,14 @@ from daemon.pipeline import (
     decide,
 )
 from daemon.readiness import WRITER_OPEN, LeaseUnsupported, check_complete, has_writer
-from daemon.transfer import FileDigests, FileIdentity, check_unchanged, hash_file
+from daemon.transfer import FileDigests, FileIdentity, hash_file, open_checked
 from daemon.vendors.base import StepContext, Vendor
 from daemon.watcher import is_ignored
 
 log = structlog.get_logger("hotfolder.runner")
 INCOMPLETE_SINCE = "incomplete_since"  # journal id: when the hash step first found the file's end missing
+# Journal id: when the figures of a file on a cached network mount are fresh enough to compare.
+CACHE_EXPIRES_AT = "cache_expires_at"
 _debug_log = logging.getLogger("hotfolder.runner")  # the stdlib logger behind ``log``: its level check is cheap
 
 
@@ -70,6 +73,7 @@ class Runner:
         jitter: Callable[[], float] = random.random,
         on_file_left_inbox: Callable[[Path], None] | None = None,
         writers_checked: Callable[[], bool] = lambda: True,
+        cache: AttributeCache | None = None,
     ) -> None:
         self.settings = settings
         self.journal = journal
@@ -80,6 +84,9 @@ class Runner:
         self._on_file_left_inbox = on_file_left_inbox
         # False once the watcher's readiness gate has found that writers cannot be detected here.
         self._writers_checked = writers_checked
+        # The inbox mount's attribute cache, when opening a file cannot bypass it (sshfs): before a
+        # file leaves the mount, its figures must have been fetched after its bytes were read.
+        self._cache_lag = cache.settle_lag if cache is not None else 0.0
         self._wake = threading.Condition()
         self._in_flight: set[int] = set()  # claimed by a worker
         self._scratch: dict[int, dict[str, Any]] = {}  # per job, memory only (presigned URLs)
@@ -589,6 +596,9 @@ class Runner:
             elif source.exists():
                 sha256 = None
                 if root == self.settings.done:
+                    waiting = self._cache_not_expired(job)
+                    if waiting is not None:
+                        return waiting
                     verdict = self._still_as_sent(job, source)
                     if isinstance(verdict, _StepResult):
                         return verdict
@@ -612,7 +622,28 @@ class Runner:
             return _StepResult(Outcome(OutcomeKind.TRANSIENT, reason))
         if self._on_file_left_inbox is not None:
             self._on_file_left_inbox(source)
-        return _StepResult(Outcome.success(), outcome_path=str(final), digests=refreshed)
+        removals = (CACHE_EXPIRES_AT,) if CACHE_EXPIRES_AT in job.vendor else ()
+        return _StepResult(Outcome.success(), outcome_path=str(final), digests=refreshed, vendor_removals=removals)
+
+    def _cache_not_expired(self, job: Job) -> _StepResult | None:
+        """A wait (never a spent attempt) until the mount's attribute cache has expired since the
+        file's bytes were last read; None when its figures can be trusted now.
+
+        On sshfs a file that the server writes on after the upload read it still shows the old
+        size and mtime, and the old bytes, until the cache expires: the move would copy that old
+        view to done/ and delete the original while its writer goes on. The link's commit, the
+        last step before this one, comes after the upload's read, so the cache counts from then.
+        """
+        if self._cache_lag <= 0:
+            return None
+        expires = job.vendor.get(CACHE_EXPIRES_AT)
+        if not isinstance(expires, int | float):
+            expires = job.updated_at + self._cache_lag
+        wait = float(expires) - self._clock()
+        if wait <= 0:
+            return None
+        reason = f"{printable(job.name)}: waiting {wait:.1f}s for the network mount's attribute cache to expire"
+        return _StepResult(Outcome(OutcomeKind.PENDING, reason, retry_after=wait), ids={CACHE_EXPIRES_AT: expires})
 
     def _still_as_sent(self, job: Job, source: Path) -> _StepResult | FileDigests | None:
         """Is ``source`` still the file whose bytes were sent? None: yes. FileDigests: its times
@@ -620,7 +651,8 @@ class Runner:
         digests = FileDigests.from_dict(job.digests) if job.digests else None
         sent = digests.identity if digests else FileIdentity(job.size, job.mtime_ns)
         try:
-            check_unchanged(source, sent)
+            # Through an open, not lstat: NFS (close-to-open) and SMB answer an open from the server.
+            open_checked(source, sent).close()
             return None
         except StepError as error:
             if error.outcome.kind is OutcomeKind.FILE_GONE:

@@ -18,7 +18,7 @@ from daemon.logsetup import register_secret
 from daemon.runner import Runner
 from daemon.vendors import adapter_class
 from daemon.vendors.base import Vendor
-from daemon.watcher import Watcher
+from daemon.watcher import Watcher, inbox_attribute_cache
 
 log = structlog.get_logger("hotfolder")
 
@@ -95,8 +95,9 @@ class Daemon:
             incomplete_timeout=settings.watch.incomplete_timeout,
             status_file=waiting_file(settings),
         )
+        cache = inbox_attribute_cache(settings.inbox, settings.watch.attribute_cache)
         self.runner = Runner(settings, self.journal, adapters, on_file_left_inbox=self._forget,
-                             writers_checked=lambda: gate.writer_check_off is None)
+                             writers_checked=lambda: gate.writer_check_off is None, cache=cache)
         self.watcher = Watcher(
             settings.inbox,
             method=settings.watch.method,
@@ -109,6 +110,7 @@ class Daemon:
             on_refused=self._refused,
             gate=gate,
             on_incomplete=self.runner.submit_incomplete,
+            cache=cache,
         )
 
     def _forget(self, path: Path) -> None:

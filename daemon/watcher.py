@@ -126,7 +126,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
 from daemon.gate import ReadinessGate, Wait
-from daemon.mountcache import attribute_cache
+from daemon.mountcache import AttributeCache, attribute_cache
 
 log = structlog.get_logger("hotfolder.watcher")
 
@@ -227,6 +227,16 @@ def choose_method(method: str, path: Path, *, mountinfo: Path = Path("/proc/self
     if method != "auto":
         return method
     return "polling" if filesystem_type(path, mountinfo) in NETWORK_FS_TYPES else "native"
+
+
+def inbox_attribute_cache(
+    inbox: Path, configured: float | None = None, *, mountinfo: Path = Path("/proc/self/mountinfo")
+) -> AttributeCache | None:
+    """The attribute cache of the network mount holding ``inbox``; None where it is local."""
+    entry = mount_entry(inbox, mountinfo)
+    if entry is None or entry[0] not in NETWORK_FS_TYPES:
+        return None
+    return attribute_cache(entry[0], entry[1], configured)
 
 
 # --- ignore rules -----------------------------------------------------------------------------------
@@ -387,8 +397,12 @@ class FolderPoller:
         nominate: Callable[[dict[str, _Sighting]], None],
         stop: threading.Event | None = None,
         wall_ns: Callable[[], int] = time.time_ns,
+        listing_lag: float = 0.0,
     ) -> None:
         self.root = root
+        # A network mount may answer a folder's lstat and listing from a cache this many seconds
+        # old: a folder changed that recently may have been listed from before the change.
+        self._racy_window_ns = RACY_WINDOW_NS + int(listing_lag * 1e9)
         self._rules = _compile_rules(tuple(ignore))
         self._nominate = nominate
         self._stop = stop if stop is not None else threading.Event()
@@ -497,7 +511,7 @@ class FolderPoller:
             self._forget(os.path.join(path, name))
 
         folder.key, folder.files, folder.folders = _folder_key(st), files, folders
-        folder.racy = max(st.st_mtime_ns, st.st_ctime_ns) > taken - RACY_WINDOW_NS
+        folder.racy = max(st.st_mtime_ns, st.st_ctime_ns) > taken - self._racy_window_ns
         if nominate and changed:
             self._nominate(changed)
         return added
@@ -539,11 +553,18 @@ class Watcher:
         gate: ReadinessGate | None = None,
         on_incomplete: Callable[[Path, os.stat_result, str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        cache: AttributeCache | None = None,
     ) -> None:
         self.inbox = Path(os.path.abspath(inbox))
         self._method = method
         self.mode: str = choose_method(method, self.inbox)
         self._settle = max(0.0, settle)
+        # The inbox mount's attribute cache (None on a local file system): see daemon/mountcache.py.
+        # Where no open can bypass it, figures must hold for settle plus the cache to have been
+        # fetched afresh at least settle apart; where an open does, the last look is taken so.
+        self._cache = cache
+        self._quiet_for = self._settle + (cache.settle_lag if cache is not None else 0.0)
+        self._look_through_open = cache is not None and cache.revalidated_on_open
         self._tick = max(0.01, min(self._settle / 4, 0.25))
         self._poll_interval = poll_interval
         self._rescan_interval = rescan_interval
@@ -602,8 +623,8 @@ class Watcher:
         self._start_watching()
         if self._gate is not None:
             self._gate.start(self.inbox, self.mode)
-        if self.mode == "polling":
-            self._warn_if_cache_hides_settle()
+        if self._cache is not None:
+            self._say_how_the_cache_is_handled()
         loops: list[tuple[str, Callable[[], None]]] = [
             ("hotfolder-settle", self._settle_loop), ("hotfolder-rescan", self._rescan_loop),
         ]
@@ -663,7 +684,10 @@ class Watcher:
                     raise
                 log.warning("native watching failed; polling instead", inbox=self._root, error=str(exc))
                 self.mode = "polling"
-        self._poller = FolderPoller(self._root, ignore=self._ignore, nominate=self._submit, stop=self._stop)
+        self._poller = FolderPoller(
+                self._root, ignore=self._ignore, nominate=self._submit, stop=self._stop,
+                listing_lag=self._cache.seconds if self._cache is not None else 0.0,
+            )
         # Learned before the start rescan lists the tree: whatever arrives after the poller listed a
         # folder either changes that folder or is met by the rescan.
         self._poller.prime()
@@ -695,16 +719,26 @@ class Watcher:
         log.warning("inotify queue overflowed; rescanning the inbox", inbox=self._root)
         self._rescan_wanted.set()
 
-    def _warn_if_cache_hides_settle(self) -> None:
-        entry = mount_entry(self.inbox)
-        cache = attribute_cache(*entry) if entry is not None else None
-        if cache is not None and cache.seconds > self._settle:
-            log.warning(
-                "the network mount's attribute cache is longer than watch.settle: polling sees changes late",
-                inbox=self._root, filesystem=entry[0] if entry else None, cache_seconds=cache.seconds,
-                cache_option=cache.source, settle=self._settle,
-                remedy=f"{cache.remedy}, or a watch.settle longer than the cache",
-            )
+    def _say_how_the_cache_is_handled(self) -> None:
+        cache = self._cache
+        if cache is None or cache.seconds <= 0:
+            return
+        if cache.revalidated_on_open:
+            if cache.seconds > self._settle:
+                log.warning(
+                    "the network mount's attribute cache is longer than watch.settle: polling sees new files "
+                    "late; a settled file is looked at through an open, which the server answers afresh",
+                    inbox=self._root, cache_seconds=cache.seconds, cache_option=cache.source,
+                    settle=self._settle, remedy=cache.remedy,
+                )
+            return
+        log.warning(
+            "the network mount answers from an attribute cache that opening a file does not refresh: a file is "
+            "picked up once quiet for watch.settle plus the cache, and leaves the mount only after the cache "
+            "has expired since its upload",
+            inbox=self._root, cache_seconds=cache.seconds, cache_option=cache.source, settle=self._settle,
+            quiet_for=self._quiet_for, remedy=cache.remedy,
+        )
 
     def _warn_if_watch_limit_near(self, folders: int) -> None:
         limit = _inotify_watch_limit() if self.mode == "native" else None
@@ -955,6 +989,10 @@ class Watcher:
             self._candidates[path] = candidate
             self._schedule(path, candidate, now)
         elif now >= candidate.due:
+            if self._look_through_open and not self._same_through_open(path, values):
+                self._candidates.pop(path)
+                self._observe(path, None, now, out)  # settle starts again from the fresh figures
+                return
             verdict = self._gate.examine(path, st.st_size) if self._gate is not None else None
             if isinstance(verdict, Wait):
                 self._schedule(path, candidate, now, after=self._recheck)
@@ -963,8 +1001,22 @@ class Watcher:
             self._reported[path] = values
             out.append((path, st if verdict is None else (st, verdict.reason)))
 
+    @staticmethod
+    def _same_through_open(path: str, values: tuple[int, int]) -> bool:
+        """Do ``values`` (size, mtime) still hold when asked through an open? NFS (close-to-open) and
+        SMB answer an open from the server, not from the attribute cache that lstat used."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            return True  # the hash step's own open says what is wrong with the file, if anything
+        try:
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        return (st.st_size, st.st_mtime_ns) == values
+
     def _schedule(self, path: str, candidate: _Candidate, now: float, *, after: float | None = None) -> None:
-        candidate.due = now + (self._settle if after is None else after)
+        candidate.due = now + (self._quiet_for if after is None else after)
         heapq.heappush(self._due, (candidate.due, path))
 
     def _recheck_empty(self, path: str, now: float) -> None:

@@ -62,7 +62,8 @@ def test_every_failure_pair(state: State, kind: OutcomeKind) -> None:
         assert decision.delay > 0
     costs_attempt = kind in {OutcomeKind.TRANSIENT, OutcomeKind.EXPIRED}
     moved_on = state is State.TO_DONE and kind in (OutcomeKind.FILE_CHANGED, OutcomeKind.CHANGED_TOO_OFTEN)
-    assert decision.attempts == (1 if (costs_attempt or state in MOVE_STATES) and not moved_on else 0)
+    waiting = kind is OutcomeKind.PENDING  # waiting is never a setback, not even on the way out
+    assert decision.attempts == (1 if (costs_attempt or state in MOVE_STATES) and not (moved_on or waiting) else 0)
     if kind is OutcomeKind.PERMANENT and state not in MOVE_STATES:
         assert decision.error == "why" and decision.status == 503
 

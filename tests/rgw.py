@@ -2,7 +2,7 @@
 
 Why a real S3 server: what goes wrong with a presigned URL (expiry, a changed signed header, a
 body that does not match Content-MD5) is S3's own judgement, and our simulator could share our
-misunderstandings. RGW enforces those rules the way AWS does (see /work/shared/S3-TEST-SERVER.md).
+misunderstandings. RGW enforces those rules (docs/vendors.md, S3) the way AWS does.
 
 The three daemons run as plain processes, each in its own process group, with every path (data,
 sockets, logs, keyring) inside one temporary folder, no authentication between them and objects

@@ -1,6 +1,6 @@
 """The EspoCRM REST API (v1) as the daemon meets it: attachments (inline and chunked) and records.
 
-Follows VENDOR-APIS.md §4 and, where the notes are silent, EspoCRM's own source. Worth knowing when
+Follows docs/vendors.md (EspoCRM) and, where it is silent, EspoCRM's own source. Worth knowing when
 reading a test against it:
 
 * Auth: ``X-Api-Key`` with a key that has no secret, or ``X-Hmac-Authorization: base64(key + ":" +

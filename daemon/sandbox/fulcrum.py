@@ -1,7 +1,7 @@
 """The Fulcrum API v2 as the daemon meets it: attachments (presign, finalize, check), records, MBTiles
 layers and photos.
 
-Follows VENDOR-APIS.md §1. Behaviours worth knowing when reading a test against it:
+Follows docs/vendors.md, Fulcrum. Behaviours worth knowing when reading a test against it:
 
 * presign rejects unknown top-level keys (422 naming the key), like the real endpoint;
 * the presigned URL points at this server's ``/s3/fulcrum-attachments/<id>/<name>``; a successful PUT
@@ -113,7 +113,7 @@ class _Layer:
     key: str | None = None  # the upload it was made from: kept for tests, never shown by the API
 
     def api_view(self) -> dict[str, Any]:
-        """The documented layer object (seeds/fulcrum-layers-api.txt): no ``key`` in it."""
+        """The documented layer object (docs/vendors.md, Fulcrum layers): no ``key`` in it."""
         return {
             "name": self.name,
             "description": self.description,

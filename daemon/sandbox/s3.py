@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 Vendors hand the daemon presigned URLs; the daemon PUTs (later: POSTs a form) to them. This module plays
 the S3 side closely enough that the daemon's upload step meets the same refusals it would meet in the
-wild (see VENDOR-APIS.md §5): expiry, signature mismatch, Content-MD5 checks, missing or short bodies.
+wild (see docs/vendors.md, S3): expiry, signature mismatch, Content-MD5 checks, missing or short bodies.
 
 * ``SigV4`` signs and verifies with one sandbox-internal secret. It is real SigV4 (canonical request,
   string to sign, derived key), so a URL presigned by botocore with the same credentials verifies here,
@@ -434,7 +434,7 @@ def s3_error_response(error: S3Error) -> Response:
 
 # -- presigned POST (browser-form uploads) ------------------------------------------------------------------
 #
-# What VENDOR-APIS.md §5 says S3 enforces on a presigned POST, played here for vendors that hand out
+# What docs/vendors.md (S3) says S3 enforces on a presigned POST, played here for vendors that hand out
 # forms (SaferMe): the body is multipart/form-data with a Content-Length (chunked → 411); fields after
 # ``file`` are ignored; the base64 JSON policy is signed with SigV4 (``signature()`` over the policy
 # text) and expires; its conditions are exact (``{"f": "v"}``, ``["eq", "$f", "v"]``), prefix

@@ -1,6 +1,6 @@
 """The SaferMe (ThunderMaps) Report API v4 as the daemon meets it: file attachments and reports.
 
-Follows VENDOR-APIS.md §3 and SaferMe's public API docs (``file_attachments.md``, ``reports.md``):
+Follows docs/vendors.md (SaferMe) and SaferMe's public API docs (``file_attachments.md``, ``reports.md``):
 
 * every ``/api/v4/`` call needs ``Authorization: Token token=<token>`` (401 otherwise), an ``X-TeamId``
   of a known team (403 otherwise), and non-empty ``X-AppId`` and ``X-InstallationId`` (400 otherwise);
@@ -10,7 +10,7 @@ Follows VENDOR-APIS.md §3 and SaferMe's public API docs (``file_attachments.md`
   policy (SigV4, expiring after ``s3.settings.presign_expires``) says bucket, ``starts-with $key
   async_uploads/<uuid>``, ``starts-with $Content-Type ""``, ``success_action_status 201``, plus
   ``content-length-range`` when ``max_file_size`` is set and ``x-amz-security-token`` when
-  ``session_token`` is. The POST itself is judged by ``s3.S3PostEndpoint`` (VENDOR-APIS.md §5);
+  ``session_token`` is. The POST itself is judged by ``s3.S3PostEndpoint`` (docs/vendors.md, S3);
 * ``POST /file_attachments`` ``{"file_attachment": {"key"}}`` → 422 unless the key lies under an issued
   prefix and was uploaded. Every answer about an attachment (the create, then each ``GET
   /file_attachments/<id>``) counts as a read; the first ``processing_polls`` reads answer 202, the rest

@@ -1,7 +1,7 @@
 """The Visibuild Core API as the daemon meets it: OAuth client credentials, attachments, tickets.
 
-Follows VENDOR-APIS.md §2 and the seed "Uploading attachments via API". Behaviours worth knowing
-when reading a test against it:
+Follows docs/vendors.md, Visibuild (from Visibuild's "Uploading attachments via API"). Behaviours
+worth knowing when reading a test against it:
 
 * ``POST /oauth/token`` (form-encoded, client credentials in the body or HTTP Basic) issues opaque
   tokens that live ``token_lifetime`` seconds. A token asked for without the ``write`` scope is
@@ -22,7 +22,7 @@ when reading a test against it:
   already associated". One failing key rejects the whole request; no ticket is made. The check and
   the link happen under one lock, so two concurrent creates can never share a key.
 * Answers are wrapped in ``{"data": {...}}``; errors are ``{"errors": [{"status", "detail"}]}``
-  except where OAuth or the seed says otherwise (``{"error": ...}`` from the token endpoint,
+  except where OAuth or Visibuild's guide says otherwise (``{"error": ...}`` from the token endpoint,
   ``{"message": ...}`` for a read-only token), so a client meets more than one error shape.
 
 State lives in memory behind one lock; the blobs are in the S3 store on disk.
@@ -269,7 +269,7 @@ class VisibuildService:
         asked = frozenset(form.get("scope", "").split())
         if asked - KNOWN_SCOPES:
             return json_response(400, {"error": "invalid_scope"})
-        # Without a scope the token can read but not write, as VENDOR-APIS.md §2 warns.
+        # Without a scope the token can read but not write, as docs/vendors.md (Visibuild) warns.
         scopes = asked or frozenset({"read"})
         token = secrets.token_urlsafe(32)
         with self._lock:
@@ -383,7 +383,8 @@ class VisibuildService:
             return json_response(201, {"data": {"ticket": copy.deepcopy(ticket)}})
 
     def _key_problem(self, keys: Iterable[str]) -> str | None:
-        """The first reason (in the seed's words) a key cannot be linked; None if all can. Under the lock."""
+        """The first reason (in the guide's words: docs/vendors.md, Visibuild) a key cannot be linked; None if
+        all can. Under the lock."""
         seen: set[str] = set()
         for key in keys:
             upload = self._uploads.get(key)

@@ -1,6 +1,6 @@
 """EspoCRM: the file goes inline (base64 in JSON) to ``POST Attachment``, then onto the record.
 
-API facts (VENDOR-APIS.md §4, checked against ``espocrm/espocrm``):
+API facts (docs/vendors.md, EspoCRM; checked against ``espocrm/espocrm``):
 
 * API root ``{url}/api/v1/``; ``url`` may carry a sub-folder, which the HTTP client keeps.
 * Auth is ``X-Api-Key``, or, with a ``secret``, ``X-Hmac-Authorization: base64(key + ":" +

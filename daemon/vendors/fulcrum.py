@@ -1,6 +1,6 @@
 """Fulcrum files on records and forms: attachments (presign → PUT to S3 → finalize → link) and photos.
 
-API facts (VENDOR-APIS.md §1): ``X-ApiToken`` on every call; ``POST /api/v2/attachments``
+API facts (docs/vendors.md, Fulcrum): ``X-ApiToken`` on every call; ``POST /api/v2/attachments``
 answers a presigned S3 PUT URL plus headers to send verbatim; ``POST /attachments/finalize``
 confirms the owners; records have no optimistic concurrency, so the link reads the record,
 appends our item unless it is already there, and writes the whole record back, never two

@@ -1,6 +1,6 @@
 """Fulcrum MBTiles map layers: ``inbox/<target>/<name>.mbtiles`` → one new layer per file.
 
-Steps (VENDOR-APIS.md §1, seeds/fulcrum-layers-api.txt):
+Steps (docs/vendors.md, Fulcrum layers):
 
 * presign: ``GET /api/v2/file/upload_url.json`` (``file``, singular) → ``{"file": {"url", "key"}}``;
   the URL is a credential and stays in memory, the key goes to the journal;

@@ -1,6 +1,6 @@
 """SaferMe (ThunderMaps Report API v4): upload authorization → POST form to S3 → file attachment → report field.
 
-API facts (VENDOR-APIS.md §3, and SaferMe's public docs ``file_attachments.md`` / ``reports.md``):
+API facts (docs/vendors.md, SaferMe; from SaferMe's public docs ``file_attachments.md`` / ``reports.md``):
 
 * every call carries ``Authorization: Token token=<token>``, ``X-AppId``, ``X-TeamId``,
   ``X-InstallationId`` and ``Accept: application/json``; 420 "Enhance your calm" and 429 are rate limits
@@ -17,9 +17,10 @@ API facts (VENDOR-APIS.md §3, and SaferMe's public docs ``file_attachments.md``
 * link reads the report with ``?fields=form_fields`` (the field list is only sent when asked for),
   keeps the field's attachment ids (the docs show them as ``{"id", …}`` objects; plain ids are accepted
   too), and writes ``PATCH /api/v4/reports/<id>`` ``{"report": {"form_fields": [{"key", "value"}]}}``:
-  wrapped in ``report`` as every write example in the docs is, the field list being §3's ``form_fields``.
-  PATCH replaces only the fields named, so nothing else on the report is touched. If our id is already
-  there (a link that landed before a crash) nothing is written. Links to one report never run at once.
+  wrapped in ``report`` as every write example in the docs is, the field list being the API notes'
+  ``form_fields``. PATCH replaces only the fields named, so nothing else on the report is touched. If our
+  id is already there (a link that landed before a crash) nothing is written. Links to one report never
+  run at once.
 
 Left to chance: a crash between sending the create and committing its answer makes a second, orphan
 file attachment on restart (there is no lookup by key); it is never linked, so the report stays right.
@@ -154,9 +155,10 @@ class SaferMe(Vendor):
         if wanted == current:
             return {"linked": True, "link_was_already_there": True}
         form_fields = [{"key": field_key, "value": wanted}]
-        # SaferMe's own docs wrap writes in "report" (Rails style); VENDOR-APIS.md shows form_fields at
-        # the top level. Both carry the same value: a Rails server ignores the unwrapped copy, and a
-        # server that reads the top level finds it, so either reading links the same ids.
+        # SaferMe's own docs wrap writes in "report" (Rails style); the API notes show form_fields at
+        # the top level (docs/vendors.md, SaferMe). Both carry the same value: a Rails server ignores
+        # the unwrapped copy, and a server that reads the top level finds it, so either reading links
+        # the same ids.
         body = {"report": {"form_fields": form_fields}, "form_fields": form_fields}
         self.call("PATCH", url, "link: write report", ok=(200, 204), json=body, headers=self._headers)
         return {"linked": True, **({resend.REPLACED: replaced} if replaced else {})}

@@ -1,6 +1,6 @@
 """Visibuild tickets: presign (with the MD5) → PUT to S3 → create a ticket that references the keys.
 
-API facts (VENDOR-APIS.md §2 and seeds/visibuild-uploading-attachments.txt): the API root is
+API facts (docs/vendors.md, Visibuild): the API root is
 ``{url}/api/core/v1/`` and answers are wrapped in ``{"data": …}``. ``POST attachments`` takes
 filename, contentType, fileSize and the base64 MD5 and answers a presigned S3 PUT plus the headers
 to send with it, exactly (Content-Type and Content-MD5 are signed). There is no finalize: an upload
@@ -58,7 +58,7 @@ from daemon.vendors.base import Ids, StepContext, Vendor, require
 API = "/api/core/v1"
 DEFAULT_TOKEN_PATH = "/oauth/token"
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
-SCOPE = "read write"  # without "write" the token may be read-only (VENDOR-APIS.md §2)
+SCOPE = "read write"  # without "write" the token may be read-only (docs/vendors.md, Visibuild)
 RENEW_MARGIN = 60.0  # seconds before expiry at which a cached token is replaced
 DEFAULT_TOKEN_LIFETIME = 3600.0  # when the token answer has no usable expires_in
 ATTEMPTED = "ticket_create_attempted"

@@ -3,13 +3,13 @@
 Why separate processes: every figure is about the daemon alone. The sandbox (which plays the vendors
 and their S3, and does real work per request: SigV4 checks, MD5 of each body, writing blobs) runs in
 its own process, so its CPU and memory are never counted as the daemon's. The daemon runs through its
-real entry point (``python -m daemon once|run -c config``), and its peak memory is the kernel's own
+real entry point (``python -m hotfolder once|run -c config``), and its peak memory is the kernel's own
 high-water mark: ``VmHWM`` in ``/proc/<pid>/status`` while it runs, and ``ru_maxrss`` from ``wait4``
 when it exits (the same number, but nothing can be missed between two samples).
 
 This file is also the sandbox launcher: ``python bench/common.py serve-sandbox --data DIR ...`` starts
-the simulator, seeds the demo records (``daemon.demo.seed``) and the records a bench asks for, prints
-its URL on the first line of stdout and serves until SIGTERM. ``python -m daemon.sandbox`` cannot seed
+the simulator, seeds the demo records (``hotfolder.demo.seed``) and the records a bench asks for, prints
+its URL on the first line of stdout and serves until SIGTERM. ``python -m hotfolder.sandbox`` cannot seed
 SaferMe reports or EspoCRM records, which the memory bench needs, hence this small wrapper.
 """
 
@@ -43,8 +43,8 @@ PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "py
 KIB = 1024
 MIB = 1024 * KIB
 GIB = 1024 * MIB
-FULCRUM_TOKEN = "sandbox-token"  # the simulator's made-up credential (daemon.demo.DEMO_TOKEN)
-FULCRUM_FIELD = "6ca0"  # daemon.demo.FIELD: the attachment field the demo records carry
+FULCRUM_TOKEN = "sandbox-token"  # the simulator's made-up credential (hotfolder.demo.DEMO_TOKEN)
+FULCRUM_FIELD = "6ca0"  # hotfolder.demo.FIELD: the attachment field the demo records carry
 
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmg]?)(i?b)?", re.IGNORECASE)
 
@@ -299,8 +299,8 @@ def serve_sandbox(argv: Sequence[str]) -> int:
     parser.add_argument("--presign-expires", type=int, default=3600)
     args = parser.parse_args(argv)
 
-    from daemon.demo import seed
-    from daemon.sandbox import Sandbox
+    from hotfolder.demo import seed
+    from hotfolder.sandbox import Sandbox
 
     sandbox = Sandbox(args.data, port=0, presign_expires=args.presign_expires)
     if args.inbox is not None:
@@ -323,8 +323,8 @@ def serve_sandbox(argv: Sequence[str]) -> int:
 
 
 def demo_target(url: str, name: str, **overrides: Any) -> dict[str, Any]:
-    """One of ``daemon.demo.demo_targets`` (the configuration the demo and its test use), adjusted."""
-    from daemon.demo import demo_targets
+    """One of ``hotfolder.demo.demo_targets`` (the configuration the demo and its test use), adjusted."""
+    from hotfolder.demo import demo_targets
 
     return {**demo_targets(url)[name], **overrides}
 
@@ -397,7 +397,7 @@ def proc_rchar(pid: int) -> int:
 
 
 class DaemonProcess:
-    """``python -m daemon <command> -c <config>``, its log in a file, its memory watched while it runs."""
+    """``python -m hotfolder <command> -c <config>``, its log in a file, its memory watched while it runs."""
 
     def __init__(
         self, command: str, config: Path, log: Path, *, sample_interval: float = 0.05,
@@ -405,7 +405,7 @@ class DaemonProcess:
     ) -> None:
         # ``wrapper`` runs the daemon under another program (a profiler such as py-spy); the memory
         # and CPU figures then include that program, so use it for profiles, not for figures.
-        self.args = [*wrapper, PYTHON, "-m", "daemon", command, "-c", str(config)]
+        self.args = [*wrapper, PYTHON, "-m", "hotfolder", command, "-c", str(config)]
         self.log = log
         self.sample_interval = sample_interval
         self.peak_rss = 0

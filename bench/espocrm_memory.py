@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from daemon.sandbox import Sandbox
+from hotfolder.sandbox import Sandbox
 from tests.harness import Site, hotfolder, write_config
 from tests.test_espocrm import peak_rss_until_exit
 

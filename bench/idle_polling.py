@@ -6,11 +6,11 @@
 The tree: ``--files`` files over ``--folders`` record folders. They must stay put while the daemon is
 idle, so they carry a name the watcher ignores (``*.part``, a scanner's partial); a tree of real files
 would be uploaded and leave, and the daemon would not be idle. The ignored names do not flatter the
-figure: the poller (``daemon.watcher.FolderPoller``) takes one ``lstat`` per folder per poll and lists
+figure: the poller (``hotfolder.watcher.FolderPoller``) takes one ``lstat`` per folder per poll and lists
 a folder only when it changed, so an idle poll never meets a file, ignored or not. (watchdog's
 ``PollingObserverVFS``, used before, statted every entry of the tree on every poll, ignored or not.)
 
-``python -m daemon run`` starts with ``watch.method: polling``, ``poll_interval: 2s`` and the default
+``python -m hotfolder run`` starts with ``watch.method: polling``, ``poll_interval: 2s`` and the default
 ``rescan: 5m``; after ``--warmup`` seconds (the start scan) the daemon's user+system CPU time from
 ``/proc/<pid>/stat`` is read at the start and the end of ``--window`` seconds. CPU % is of one core.
 The same with ``method: native`` is printed beside it, as the floor. The periodic full rescan does not

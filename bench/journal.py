@@ -4,7 +4,7 @@ finished jobs.
     python bench/journal.py                           # 5 s of load; restart with 100,000 finished jobs
     python bench/journal.py --finished 1000000        # the issue's figure
 
-1. Transitions per second. ``daemon.journal.Journal`` in this process, on the real disk (``/tmp`` is
+1. Transitions per second. ``hotfolder.journal.Journal`` in this process, on the real disk (``/tmp`` is
    ext4 here), ``--threads`` threads (the daemon's workers) each walking their own jobs through
    hash → presign → upload → finalize → link → to_done → done with ``Journal.record``, exactly the
    call the runner makes after each step (and ``add_job`` for the intake). Nothing else runs, so this
@@ -18,7 +18,7 @@ finished jobs.
    (timed: a first pass after an upgrade moves nearly all of them at once; later passes move six
    hours' worth). Then timed: ``Journal(path)`` in a fresh process (its open runs ``PRAGMA
    quick_check``, the schema script and ``user_version``) with each of those parts timed alone, and
-   ``python -m daemon run`` from start to its "watching" log line, after a clean stop and after a
+   ``python -m hotfolder run`` from start to its "watching" log line, after a clean stop and after a
    crash, with the files in the page cache and (as root) after dropping it, as after a reboot.
    ``--days 0`` finishes every job just now, so nothing is archived: the figure without the archive.
 """
@@ -47,9 +47,9 @@ from common import (
     write_config,
 )
 
-from daemon.archive import archive_path
-from daemon.journal import Journal, StepRecord
-from daemon.pipeline import State
+from hotfolder.archive import archive_path
+from hotfolder.journal import Journal, StepRecord
+from hotfolder.pipeline import State
 
 TARGET_RATE = 2000.0
 TARGET_RESTART_S = 2.0
@@ -179,7 +179,7 @@ import sqlite3, sys, time
 from pathlib import Path
 path = sys.argv[1]
 t = time.perf_counter()
-from daemon.journal import Journal, _SCHEMA
+from hotfolder.journal import Journal, _SCHEMA
 imported = time.perf_counter() - t
 t = time.perf_counter(); j = Journal(Path(path)); opened = time.perf_counter() - t
 t = time.perf_counter(); j.unfinished_count(); j.ready_ids(time.time(), 8); queries = time.perf_counter() - t

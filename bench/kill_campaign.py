@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from daemon.sandbox import Sandbox
+from hotfolder.sandbox import Sandbox
 from tests.campaign import Campaign
 
 

@@ -3,7 +3,7 @@
     python bench/memory.py                            # 1 MB, 100 MB, 256 MB
     python bench/memory.py --sizes 1MB,100MB,1GiB     # the sizes
 
-For every (style, size): a fresh site, ``python -m daemon once`` uploading one file, and the peak RSS
+For every (style, size): a fresh site, ``python -m hotfolder once`` uploading one file, and the peak RSS
 of the daemon process alone (``VmHWM`` sampled while it runs, ``ru_maxrss`` from ``wait4`` at exit;
 the simulator runs in its own process and is not counted). The styles:
 

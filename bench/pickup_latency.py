@@ -3,7 +3,7 @@
     python bench/pickup_latency.py                    # 200 files per mode, settle 1s, poll_interval 1s
     python bench/pickup_latency.py --settle 5s --poll-interval 2s
 
-``python -m daemon run`` watches an inbox (Fulcrum target); this script writes files into it one at a
+``python -m hotfolder run`` watches an inbox (Fulcrum target); this script writes files into it one at a
 time, the way a scanner does (create with the final name, write in pieces, close), ``--gap`` apart,
 so that the workers are idle when each file becomes ready and the figure is pickup, not queueing.
 
@@ -33,7 +33,7 @@ from common import (
     write_config,
 )
 
-from daemon.config import parse_duration
+from hotfolder.config import parse_duration
 
 MARGIN = 0.5
 RECORDS = 10

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from daemon.readiness import check_complete, has_writer
+from hotfolder.readiness import check_complete, has_writer
 
 FILES = 2000
 ROUNDS = 5

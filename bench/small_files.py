@@ -3,7 +3,7 @@
     python bench/small_files.py                       # 2,000 files of 100 KB over 20 records, 8 workers
     python bench/small_files.py --files 500           # a quicker look
 
-The daemon: the files are in the inbox before ``python -m daemon once`` starts (Fulcrum target,
+The daemon: the files are in the inbox before ``python -m hotfolder once`` starts (Fulcrum target,
 8 workers, ``settle: 200ms``); it hashes, presigns, PUTs, finalizes, links and moves every file into
 done/, journaling each step. Two figures:
 
@@ -56,8 +56,8 @@ from common import (
     write_config,
 )
 
-from daemon.journal import Journal, NewJob, StepRecord
-from daemon.pipeline import State
+from hotfolder.journal import Journal, NewJob, StepRecord
+from hotfolder.pipeline import State
 
 TARGET_RATIO = 0.8
 HEADERS = {"X-ApiToken": FULCRUM_TOKEN, "Accept": "application/json"}

@@ -4,7 +4,7 @@
     python bench/startup_100k.py --files 100000       # the figure
 
 The inbox holds ``--files`` files of 1 KiB over ``--records`` Fulcrum records before
-``python -m daemon run`` starts. Measured from the moment the process is started:
+``python -m hotfolder run`` starts. Measured from the moment the process is started:
 
 * time to the first upload: the first S3 PUT the simulator answers (its request log);
 * time until every file is journaled: ``SELECT COUNT(*) FROM jobs`` polled read-only from here

@@ -5,7 +5,7 @@
 
 What is timed
 -------------
-* daemon: ``python -m daemon once`` uploads the file to the Fulcrum simulator (presigned S3 PUT).
+* daemon: ``python -m hotfolder once`` uploads the file to the Fulcrum simulator (presigned S3 PUT).
   Its throughput is the file size over the ``upload`` step's duration as the daemon logs it (the step
   from open to the ETag, plus one journal commit, a fraction of a millisecond). The whole run (start,
   hash, five API calls, move) is printed beside it, for context, but the target is about the upload.

@@ -48,10 +48,10 @@ from typing import Any
 
 import yaml
 
-from daemon.demo import DEMO_RECORDS, FIELD, PHOTO_FIELD, REPORT_FIELD, demo_targets, seed
-from daemon.journal import Journal
-from daemon.pipeline import State
-from daemon.sandbox import Sandbox
+from hotfolder.demo import DEMO_RECORDS, FIELD, PHOTO_FIELD, REPORT_FIELD, demo_targets, seed
+from hotfolder.journal import Journal
+from hotfolder.pipeline import State
+from hotfolder.sandbox import Sandbox
 from tests.harness import SiteFolders, hotfolder, kill9
 
 SAFERME_REPORT = "7001"

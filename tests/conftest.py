@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from daemon.transfer import CHUNK_SIZE
+from hotfolder.transfer import CHUNK_SIZE
 from tests.rgw import RGWServer, missing_binaries, start_rgw
 
 

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import yaml
 
-from daemon.config import Settings, load_settings
-from daemon.journal import Job, Journal
-from daemon.sandbox import Sandbox
+from hotfolder.config import Settings, load_settings
+from hotfolder.journal import Job, Journal
+from hotfolder.sandbox import Sandbox
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "test-token-7c1f9e"  # long enough to be recognisable if it ever leaked into a log
@@ -120,7 +120,7 @@ def wait_for(condition: Callable[[], Any], timeout: float = 20.0, interval: floa
 
 
 def run_once_in_process(site: Site) -> int:
-    from daemon.service import Daemon
+    from hotfolder.service import Daemon
 
     return Daemon(site.settings()).run_once()
 
@@ -128,7 +128,7 @@ def run_once_in_process(site: Site) -> int:
 def rewrite_once_sent(site: Site, path: Path, new_bytes: bytes, sent: Callable[[], Any]) -> None:
     """Run the daemon; once ``sent()`` says the file's bytes reached the vendor, rewrite the file
     with ``new_bytes`` (the test holds the link with a delay fault); return when every job is finished."""
-    from daemon.service import Daemon
+    from hotfolder.service import Daemon
 
     daemon = Daemon(site.settings())
     daemon.start()
@@ -151,7 +151,7 @@ def hotfolder(*args: str, log: Path | None = None, **kwargs: Any) -> subprocess.
     """Start the real command in its own process (kill tests need a process to kill)."""
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - closed by the OS when the child ends
     return subprocess.Popen(
-        [sys.executable, "-m", "daemon", *args], stdout=out, stderr=subprocess.STDOUT, env=env_for_daemon(),
+        [sys.executable, "-m", "hotfolder", *args], stdout=out, stderr=subprocess.STDOUT, env=env_for_daemon(),
         cwd=ROOT, **kwargs,
     )
 

@@ -1,5 +1,5 @@
 """The archive of old finished jobs: what moves, that twins are still found, and that a crash or a
-kill in the middle of a move loses nothing and duplicates nothing (daemon/archive.py)."""
+kill in the middle of a move loses nothing and duplicates nothing (daemon/hotfolder/archive.py)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from daemon.archive import archive_path
-from daemon.archiver import Archiver
-from daemon.journal import Journal, NewJob, StepRecord
-from daemon.pipeline import State
+from hotfolder.archive import archive_path
+from hotfolder.archiver import Archiver
+from hotfolder.journal import Journal, NewJob, StepRecord
+from hotfolder.pipeline import State
 from tests.harness import Site, run_once_in_process, site
 
 __all__ = ["site"]
@@ -152,8 +152,8 @@ def _child(path: Path, body: str, **popen: Any) -> subprocess.Popen[bytes]:
     code = (
         "import os, signal, sys\n"
         "from pathlib import Path\n"
-        "from daemon import archive\n"
-        "from daemon.journal import Journal\n"
+        "from hotfolder import archive\n"
+        "from hotfolder.journal import Journal\n"
         "j = Journal(Path(sys.argv[1]), daemon=True)\n"
         f"{body}"
     )

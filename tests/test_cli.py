@@ -15,7 +15,7 @@ __all__ = ["site"]
 
 def _hotfolder(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "daemon", *args],
+        [sys.executable, "-m", "hotfolder", *args],
         capture_output=True,
         text=True,
         env=env_for_daemon(),

@@ -1,4 +1,4 @@
-"""daemon.config: the documented shape loads; every rule refuses with the key named; secrets stay secret."""
+"""hotfolder.config: the documented shape loads; every rule refuses with the key named; secrets stay secret."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from daemon.config import (
+from hotfolder.config import (
     DEFAULT_IGNORE,
     SECRET_KEYS,
     VENDOR_OPTIONS,
@@ -20,7 +20,7 @@ from daemon.config import (
     parse_size,
     secret_values,
 )
-from daemon.errors import ConfigError
+from hotfolder.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "s3cr3t-VALUE-never-shown"

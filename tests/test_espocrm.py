@@ -22,10 +22,10 @@ from typing import Any
 import httpx
 import pytest
 
-from daemon.errors import StepError
-from daemon.pipeline import OutcomeKind, State
-from daemon.sandbox import Sandbox
-from daemon.transfer import FileIdentity, base64_json_body, data_uri_prefix
+from hotfolder.errors import StepError
+from hotfolder.pipeline import OutcomeKind, State
+from hotfolder.sandbox import Sandbox
+from hotfolder.transfer import FileIdentity, base64_json_body, data_uri_prefix
 from tests.harness import (
     Site,
     hotfolder,

@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 import yaml
 
-from daemon import demo
-from daemon.limits import DEFAULT_RATE_LIMIT_PAUSE
-from daemon.sandbox import Sandbox
+from hotfolder import demo
+from hotfolder.limits import DEFAULT_RATE_LIMIT_PAUSE
+from hotfolder.sandbox import Sandbox
 from tests.harness import Site, run_once_in_process, simulated_site, wait_for, write_config
 
 # -- the vendors, as the demo configures them -----------------------------------------------------------
@@ -403,7 +403,7 @@ def _most_attempts(window: float, backoff: float, max_backoff: float) -> int:
 def test_vendor_down_then_back_on_the_same_port_every_file_done_by_itself(vendors: Site) -> None:
     """Connection refused for 4 s (the issue's "minutes", scaled with small backoff settings), while a
     running daemon holds queued files for every vendor; then the simulator comes back on its port."""
-    from daemon.service import Daemon
+    from hotfolder.service import Daemon
 
     targets = tuple(SPECS)
     backoff, max_backoff, outage = 0.2, 1.0, 4.0

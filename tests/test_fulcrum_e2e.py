@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.pipeline import State
+from hotfolder.pipeline import State
 from tests.harness import FIELD, TOKEN, Site, hotfolder, kill9, run_once_in_process, site, wait_for
 
 __all__ = ["site"]  # the fixture, used by name
@@ -119,7 +119,7 @@ def test_bad_token_fails_permanently_without_leaking_it(site: Site, tmp_path: Pa
 
 
 def test_a_growing_file_is_not_picked_up_early(site: Site) -> None:
-    from daemon.service import Daemon
+    from hotfolder.service import Daemon
 
     daemon = Daemon(site.settings())
     daemon.start()

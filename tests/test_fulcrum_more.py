@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from daemon.pipeline import State
-from daemon.sandbox import Sandbox
+from hotfolder.pipeline import State
+from hotfolder.sandbox import Sandbox
 from tests.harness import FIELD, TOKEN, Site, hotfolder, kill9, run_once_in_process, wait_for, write_config
 
 FORM = "form-7"
@@ -207,7 +207,7 @@ def test_kill_during_photo_upload_then_link_keeps_one_photo_once(site: Site, tmp
     ({"id": "a", "name": "topo", "type": "mbtiles", "file_size": 10, "created_at": "2014-10-22T17:07:53Z"}, False),
 ])
 def test_layer_adoption_rule(layer: dict[str, Any], ours: bool) -> None:
-    from daemon.vendors.fulcrum_layers import _looks_like_ours, _made_from
+    from hotfolder.vendors.fulcrum_layers import _looks_like_ours, _made_from
 
     since = 1_893_456_060.0  # our first attempt, 2030-01-01T00:01:00Z: a minute after the 2030 layer above
     assert (_made_from(layer, "k-1") or _looks_like_ours(layer, "topo", 10, since)) is ours

@@ -28,16 +28,16 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from daemon import outcomes
-from daemon.config import load_settings
-from daemon.errors import StepError
-from daemon.journal import Job, Journal
-from daemon.layout import MAX_SEGMENT_BYTES, LayoutError, place, validate_record_id
-from daemon.pipeline import OutcomeKind, State
-from daemon.service import Daemon
-from daemon.transfer import FileIdentity, hash_file
-from daemon.vendors import adapter_class
-from daemon.vendors.base import StepContext
+from hotfolder import outcomes
+from hotfolder.config import load_settings
+from hotfolder.errors import StepError
+from hotfolder.journal import Job, Journal
+from hotfolder.layout import MAX_SEGMENT_BYTES, LayoutError, place, validate_record_id
+from hotfolder.pipeline import OutcomeKind, State
+from hotfolder.service import Daemon
+from hotfolder.transfer import FileIdentity, hash_file
+from hotfolder.vendors import adapter_class
+from hotfolder.vendors.base import StepContext
 from tests.harness import TOKEN, Site, run_once_in_process, site, wait_for, write_config
 
 __all__ = ["site"]  # the fixture, used by name

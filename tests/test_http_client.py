@@ -9,8 +9,8 @@ from typing import ClassVar
 
 import pytest
 
-from daemon.config import TargetSettings
-from daemon.service import make_client
+from hotfolder.config import TargetSettings
+from hotfolder.service import make_client
 
 
 class _CookieSetter(BaseHTTPRequestHandler):

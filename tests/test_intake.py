@@ -6,8 +6,8 @@ import json
 import os
 from pathlib import Path
 
-from daemon.journal import Journal, StepRecord
-from daemon.pipeline import State
+from hotfolder.journal import Journal, StepRecord
+from hotfolder.pipeline import State
 from tests.harness import Site, run_once_in_process, site
 
 __all__ = ["site"]

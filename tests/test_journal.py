@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.journal import Journal, NewJob, StepRecord
-from daemon.pipeline import State
+from hotfolder.journal import Journal, NewJob, StepRecord
+from hotfolder.pipeline import State
 
 
 def _add(journal: Journal, relpath: str = "fulcrum/rec-1/scan.pdf"):
@@ -79,8 +79,8 @@ def _run_then_kill9(path: Path, body: str) -> None:
     code = (
         "import os, signal, sys, threading\n"
         "from pathlib import Path\n"
-        "from daemon.journal import Journal, NewJob, StepRecord\n"
-        "from daemon.pipeline import State\n"
+        "from hotfolder.journal import Journal, NewJob, StepRecord\n"
+        "from hotfolder.pipeline import State\n"
         "j = Journal(Path(sys.argv[1]))\n"
         f"{body}"
         "os.kill(os.getpid(), signal.SIGKILL)\n"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.sandbox import Sandbox
+from hotfolder.sandbox import Sandbox
 from tests.campaign import Campaign, CampaignResult
 
 

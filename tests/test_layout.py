@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.config import parse_settings
-from daemon.layout import (
+from hotfolder.config import parse_settings
+from hotfolder.layout import (
     LayoutError,
     Placement,
     inbox_path,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.errors import StepError
-from daemon.limits import DEFAULT_RATE_LIMIT_PAUSE, MAX_INLINE_WAIT, TargetGate
-from daemon.pipeline import OutcomeKind
+from hotfolder.errors import StepError
+from hotfolder.limits import DEFAULT_RATE_LIMIT_PAUSE, MAX_INLINE_WAIT, TargetGate
+from hotfolder.pipeline import OutcomeKind
 from tests.harness import Site, run_once_in_process, site
 
 __all__ = ["site"]

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from daemon.logsetup import (
+from hotfolder.logsetup import (
     configure_logging,
     get_logger,
     redact,

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon import outcomes
-from daemon.outcomes import finish_interrupted_move, free_name, move_file, write_sidecar
+from hotfolder import outcomes
+from hotfolder.outcomes import finish_interrupted_move, free_name, move_file, write_sidecar
 
 
 def _write(path: Path, data: bytes) -> Path:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from daemon.pipeline import (
+from hotfolder.pipeline import (
     ACTIVE_STATES,
     MOVE_STATES,
     STEP_ORDER,

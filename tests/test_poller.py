@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.watcher import DEFAULT_IGNORE, FolderPoller
+from hotfolder.watcher import DEFAULT_IGNORE, FolderPoller
 
 HOUR_NS = 3600 * 10**9
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from daemon.gate import WRITER_OPEN, ReadinessGate, Refuse, Wait
-from daemon.readiness import Incomplete, check_complete, has_writer, lease_support
-from daemon.service import Daemon
+from hotfolder.gate import WRITER_OPEN, ReadinessGate, Refuse, Wait
+from hotfolder.readiness import Incomplete, check_complete, has_writer, lease_support
+from hotfolder.service import Daemon
 from tests import formats, harness
 from tests.harness import FIELD, Site, wait_for, write_config
 
@@ -312,7 +312,7 @@ def test_status_lists_a_file_held_open_by_a_writer_with_the_reason(site: Site) -
         try:
             def status() -> str:
                 return subprocess.run(
-                    [sys.executable, "-m", "daemon", "status", "-c", str(site.config_path)], capture_output=True,
+                    [sys.executable, "-m", "hotfolder", "status", "-c", str(site.config_path)], capture_output=True,
                     text=True, env=harness.env_for_daemon(), cwd=harness.ROOT, check=True,
                 ).stdout
 

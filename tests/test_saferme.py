@@ -20,13 +20,13 @@ import httpx
 import pytest
 from botocore.config import Config
 
-from daemon.errors import StepError
-from daemon.pipeline import OutcomeKind, State
-from daemon.sandbox import Sandbox
-from daemon.service import make_client
-from daemon.transfer import FileIdentity, hash_file, post_form
-from daemon.vendors.base import StepContext
-from daemon.vendors.saferme import SaferMe, saferme_error_detail
+from hotfolder.errors import StepError
+from hotfolder.pipeline import OutcomeKind, State
+from hotfolder.sandbox import Sandbox
+from hotfolder.service import make_client
+from hotfolder.transfer import FileIdentity, hash_file, post_form
+from hotfolder.vendors.base import StepContext
+from hotfolder.vendors.saferme import SaferMe, saferme_error_detail
 from tests.harness import (
     TOKEN,
     Site,

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from daemon.sandbox import Sandbox
+from hotfolder.sandbox import Sandbox
 
 TOKEN = "sandbox-token"
 RECORD = "rec-1"

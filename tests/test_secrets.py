@@ -31,10 +31,10 @@ import httpx
 import pytest
 import yaml
 
-from daemon import demo
-from daemon.config import load_settings
-from daemon.sandbox import Sandbox
-from daemon.service import make_client
+from hotfolder import demo
+from hotfolder.config import load_settings
+from hotfolder.sandbox import Sandbox
+from hotfolder.service import make_client
 from tests.harness import ROOT, Site, env_for_daemon, simulated_site, write_config
 
 SECRETS = {
@@ -86,7 +86,7 @@ def secret_site(tmp_path: Path) -> Iterator[Site]:
 
 def _hotfolder(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
     env = {**env_for_daemon(), **SECRETS}
-    return subprocess.run([sys.executable, "-m", "daemon", *args], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "hotfolder", *args], capture_output=True, text=True, env=env,
                           cwd=ROOT, timeout=timeout)
 
 

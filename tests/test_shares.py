@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.service import Daemon
+from hotfolder.service import Daemon
 from tests import formats, harness
 from tests.harness import FIELD, Site, wait_for, write_config
 from tests.netshares import FtpServer, SmbShare, ftp_server, samba_share, sshfs_mount, writable_for_ftp

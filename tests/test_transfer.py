@@ -19,9 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from daemon.errors import StepError
-from daemon.pipeline import OutcomeKind
-from daemon.transfer import (
+from hotfolder.errors import StepError
+from hotfolder.pipeline import OutcomeKind
+from hotfolder.transfer import (
     CHUNK_SIZE,
     FileDigests,
     FileIdentity,

@@ -17,9 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
-from daemon.errors import StepError
-from daemon.pipeline import OutcomeKind
-from daemon.transfer import FileIdentity, post_form
+from hotfolder.errors import StepError
+from hotfolder.pipeline import OutcomeKind
+from hotfolder.transfer import FileIdentity, post_form
 from tests.rgw import RGWServer
 
 SECRET_FIELDS = ("policy", "x-amz-signature", "x-amz-credential")

@@ -17,9 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from daemon.errors import StepError
-from daemon.pipeline import OutcomeKind
-from daemon.transfer import FileIdentity, hash_file, put_presigned
+from hotfolder.errors import StepError
+from hotfolder.pipeline import OutcomeKind
+from hotfolder.transfer import FileIdentity, hash_file, put_presigned
 from tests.rgw import RGWServer
 
 

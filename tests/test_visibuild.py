@@ -21,13 +21,13 @@ from typing import Any
 import httpx
 import pytest
 
-from daemon.errors import StepError
-from daemon.pipeline import OutcomeKind, State
-from daemon.sandbox import Sandbox
-from daemon.service import make_client
-from daemon.transfer import FileIdentity, hash_file
-from daemon.vendors.base import StepContext
-from daemon.vendors.visibuild import ATTEMPTED, CONFIRMED_BY_422, Visibuild, render_title
+from hotfolder.errors import StepError
+from hotfolder.pipeline import OutcomeKind, State
+from hotfolder.sandbox import Sandbox
+from hotfolder.service import make_client
+from hotfolder.transfer import FileIdentity, hash_file
+from hotfolder.vendors.base import StepContext
+from hotfolder.vendors.visibuild import ATTEMPTED, CONFIRMED_BY_422, Visibuild, render_title
 from tests.harness import (
     Site,
     hotfolder,

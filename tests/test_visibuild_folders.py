@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from daemon.service import Daemon
+from hotfolder.service import Daemon
 from tests.harness import Site, hotfolder, kill9, run_once_in_process, wait_for
 from tests.test_visibuild import vsite
 

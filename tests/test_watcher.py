@@ -17,8 +17,8 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-import daemon.watcher as watcher_module
-from daemon.watcher import (
+import hotfolder.watcher as watcher_module
+from hotfolder.watcher import (
     DEFAULT_IGNORE,
     NETWORK_FS_TYPES,
     Watcher,
@@ -266,7 +266,7 @@ def test_file_changed_after_report_is_reported_again(watch, inbox: Path) -> None
         f.write(b" and second")
     if watcher.mode == "polling":
         # An append leaves the folder as it was, so the poller does not see it (by design: see
-        # "What it does not see" in daemon/watcher.py); the periodic rescan does, here on demand.
+        # "What it does not see" in daemon/hotfolder/watcher.py); the periodic rescan does, here on demand.
         watcher.rescan()
     assert wait_for(lambda: rec.sizes(path) == [5, 16])
 

@@ -1,7 +1,7 @@
 """Finished jobs kept out of the live journal: a second SQLite file beside it.
 
 Why: after an unclean stop the journal is checked whole (``PRAGMA quick_check`` reads every page, see
-``daemon/journal.py``), which from a cold disk takes about 10 s once it holds 1,000,000 finished jobs.
+``daemon/hotfolder/journal.py``), which from a cold disk takes about 10 s once it holds 1,000,000 finished jobs.
 A job finished long ago is needed for one thing only: recognising a file dropped again as a twin of
 one already attached (``Journal.possible_twins``), besides the history an admin may look up. So jobs
 finished more than ``archive_after`` ago move into ``<journal>.archive<suffix>``, which is written only
@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from daemon.jobrows import COLUMNS, JOB_COLUMNS_DDL, Job, possible_twin_rows, row_to_job, whole_check_can_wait
+from hotfolder.jobrows import COLUMNS, JOB_COLUMNS_DDL, Job, possible_twin_rows, row_to_job, whole_check_can_wait
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS jobs (

@@ -49,11 +49,11 @@ from typing import Any
 
 import httpx
 
-from daemon import resend
-from daemon.config import TargetSettings
-from daemon.errors import StepError, from_response
-from daemon.pipeline import OutcomeKind
-from daemon.vendors.base import Ids, StepContext, Vendor, require
+from hotfolder import resend
+from hotfolder.config import TargetSettings
+from hotfolder.errors import StepError, from_response
+from hotfolder.pipeline import OutcomeKind
+from hotfolder.vendors.base import Ids, StepContext, Vendor, require
 
 API = "/api/core/v1"
 DEFAULT_TOKEN_PATH = "/oauth/token"

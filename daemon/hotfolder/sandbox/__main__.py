@@ -1,4 +1,4 @@
-"""``python -m daemon.sandbox --host 127.0.0.1 --port 8787 --data DIR``: run the sandbox in the foreground."""
+"""``python -m hotfolder.sandbox --host 127.0.0.1 --port 8787 --data DIR``: run the sandbox in the foreground."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from . import Sandbox
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m daemon.sandbox", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m hotfolder.sandbox", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8787)
     parser.add_argument("--data", type=Path, default=Path("sandbox-data"), help="blob directory")

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import yaml
 
-from daemon.config import load_settings
-from daemon.logsetup import configure_logging
-from daemon.sandbox import Sandbox
+from hotfolder.config import load_settings
+from hotfolder.logsetup import configure_logging
+from hotfolder.sandbox import Sandbox
 
 DEMO_TOKEN = "sandbox-token"  # the simulator's own credentials; not secrets anywhere else
 DEMO_RECORDS = ("rec-1001", "rec-1002", "rec-1003")
@@ -93,7 +93,7 @@ def seed(sandbox: Sandbox, inbox: Path) -> None:
 def run_demo(folder: Path, *, port: int = 8787, exit_when_idle: bool = False) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     configure_logging("info")
-    from daemon.service import Daemon
+    from hotfolder.service import Daemon
 
     with Sandbox(folder / "simulator", port=port) as sandbox:
         config_path = write_demo_config(folder, sandbox.url)

@@ -1,4 +1,4 @@
-"""The archiving thread: old finished jobs out of the live journal, now and then (daemon/archive.py)."""
+"""The archiving thread: old finished jobs out of the live journal, now and then (daemon/hotfolder/archive.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 import structlog
 
-from daemon.journal import Journal
+from hotfolder.journal import Journal
 
 log = structlog.get_logger("hotfolder.archive")
 

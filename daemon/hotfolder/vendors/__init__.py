@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import importlib
 
-from daemon.vendors.base import StepContext, Vendor
+from hotfolder.vendors.base import StepContext, Vendor
 
 ADAPTERS: dict[str, str] = {
-    "fulcrum": "daemon.vendors.fulcrum:Fulcrum",
-    "fulcrum-layers": "daemon.vendors.fulcrum_layers:FulcrumLayers",
-    "visibuild": "daemon.vendors.visibuild:Visibuild",
-    "saferme": "daemon.vendors.saferme:SaferMe",
-    "espocrm": "daemon.vendors.espocrm:EspoCRM",
+    "fulcrum": "hotfolder.vendors.fulcrum:Fulcrum",
+    "fulcrum-layers": "hotfolder.vendors.fulcrum_layers:FulcrumLayers",
+    "visibuild": "hotfolder.vendors.visibuild:Visibuild",
+    "saferme": "hotfolder.vendors.saferme:SaferMe",
+    "espocrm": "hotfolder.vendors.espocrm:EspoCRM",
 }
 
 

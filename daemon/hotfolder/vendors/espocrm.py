@@ -31,11 +31,11 @@ from urllib.parse import quote
 
 import httpx
 
-from daemon import resend
-from daemon.errors import StepError
-from daemon.pipeline import OutcomeKind
-from daemon.transfer import base64_chunk_body, base64_json_body, check_unchanged, data_uri_prefix, open_checked
-from daemon.vendors.base import Ids, StepContext, Vendor, require
+from hotfolder import resend
+from hotfolder.errors import StepError
+from hotfolder.pipeline import OutcomeKind
+from hotfolder.transfer import base64_chunk_body, base64_json_body, check_unchanged, data_uri_prefix, open_checked
+from hotfolder.vendors.base import Ids, StepContext, Vendor, require
 
 API = "/api/v1"
 FALLBACK_MIME = "application/octet-stream"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.metadata
 import json
 import os
 import signal
@@ -15,9 +16,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from daemon.config import Settings, load_settings, secret_values
-from daemon.errors import ConfigError
-from daemon.logsetup import configure_logging, register_secret
+from hotfolder.config import Settings, load_settings, secret_values
+from hotfolder.errors import ConfigError
+from hotfolder.logsetup import configure_logging, register_secret
 
 DEFAULT_CONFIG = "/etc/hotfolder/config.yaml"
 EXIT_CONFIG = 2
@@ -58,7 +59,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     settings = _load(_config_path(args))
     configure_logging(settings.log_level)
-    from daemon.service import Daemon  # imported late: check-config stays fast and light
+    from hotfolder.service import Daemon  # imported late: check-config stays fast and light
 
     daemon = Daemon(settings)
     daemon.run_until(_stop_on_signals())
@@ -68,15 +69,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_once(args: argparse.Namespace) -> int:
     settings = _load(_config_path(args))
     configure_logging(settings.log_level)
-    from daemon.service import Daemon
+    from hotfolder.service import Daemon
 
     return Daemon(settings).run_once(_stop_on_signals())
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     settings = _load(_config_path(args))
-    from daemon.journal import Journal
-    from daemon.pipeline import TERMINAL_STATES, State
+    from hotfolder.journal import Journal
+    from hotfolder.pipeline import TERMINAL_STATES, State
 
     journal = Journal(settings.journal)
     try:
@@ -86,7 +87,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         failures = journal.jobs(states=(State.FAILED,), limit=args.limit)
     finally:
         journal.close()
-    from daemon.service import waiting_file
+    from hotfolder.service import waiting_file
 
     report: dict[str, Any] = {
         "journal": str(settings.journal),
@@ -154,7 +155,7 @@ def _not_ready(path: Path) -> list[dict[str, Any]]:
 
 def cmd_retry(args: argparse.Namespace) -> int:
     settings = _load(_config_path(args))
-    from daemon import outcomes
+    from hotfolder import outcomes
 
     chosen = [Path(p).resolve() for p in args.paths] if args.paths else None
     moved = 0
@@ -176,7 +177,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from daemon.demo import run_demo
+    from hotfolder.demo import run_demo
 
     return run_demo(Path(args.dir).resolve(), port=args.port, exit_when_idle=args.exit_when_idle)
 
@@ -184,8 +185,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # -- parsing ----------------------------------------------------------------------------------
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("hotfolder")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hotfolder", description="Turn a folder into an upload pipeline.")
+    parser.add_argument("--version", action="version", version=f"hotfolder {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:

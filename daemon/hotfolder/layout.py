@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from daemon.config import TargetSettings
+from hotfolder.config import TargetSettings
 
 MAX_SEGMENT_BYTES = 255  # NAME_MAX on Linux and most file systems
 

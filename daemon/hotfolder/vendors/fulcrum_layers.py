@@ -36,9 +36,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from daemon.errors import StepError
-from daemon.pipeline import OutcomeKind
-from daemon.vendors.base import Ids, StepContext, Vendor, require
+from hotfolder.errors import StepError
+from hotfolder.pipeline import OutcomeKind
+from hotfolder.vendors.base import Ids, StepContext, Vendor, require
 
 API = "/api/v2"
 SUFFIX = ".mbtiles"

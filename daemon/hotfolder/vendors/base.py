@@ -15,11 +15,11 @@ from typing import Any, ClassVar
 
 import httpx
 
-from daemon.config import TargetSettings
-from daemon.errors import StepError, from_response, from_transport_error, parse_retry_after
-from daemon.limits import TargetGate
-from daemon.pipeline import OutcomeKind
-from daemon.transfer import FileDigests, FileIdentity, put_presigned
+from hotfolder.config import TargetSettings
+from hotfolder.errors import StepError, from_response, from_transport_error, parse_retry_after
+from hotfolder.limits import TargetGate
+from hotfolder.pipeline import OutcomeKind
+from hotfolder.transfer import FileDigests, FileIdentity, put_presigned
 
 Ids = Mapping[str, Any]
 RATE_LIMIT_STATUSES = frozenset({420, 429})  # 420 is SaferMe's "Enhance your calm"

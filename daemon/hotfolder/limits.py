@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from daemon.errors import StepError
-from daemon.pipeline import OutcomeKind
+from hotfolder.errors import StepError
+from hotfolder.pipeline import OutcomeKind
 
 MAX_INLINE_WAIT = 1.0  # seconds a worker may sleep for pacing before handing the job back
 DEFAULT_RATE_LIMIT_PAUSE = 5.0  # when a 429/420 carries no Retry-After; doubled while they repeat

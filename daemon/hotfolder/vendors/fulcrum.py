@@ -30,11 +30,11 @@ from urllib.parse import quote
 
 import httpx
 
-from daemon import resend
-from daemon.errors import StepError
-from daemon.pipeline import OutcomeKind
-from daemon.transfer import check_unchanged, iter_file, open_checked
-from daemon.vendors.base import Ids, StepContext, Vendor, require
+from hotfolder import resend
+from hotfolder.errors import StepError
+from hotfolder.pipeline import OutcomeKind
+from hotfolder.transfer import check_unchanged, iter_file, open_checked
+from hotfolder.vendors.base import Ids, StepContext, Vendor, require
 
 API = "/api/v2"
 PHOTO_KEY = "photo_access_key"  # the journal id holding the client-made photo access key

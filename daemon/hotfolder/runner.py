@@ -24,14 +24,14 @@ from typing import Any
 import structlog
 import yaml
 
-from daemon import outcomes, resend
-from daemon.config import Settings
-from daemon.errors import StepError
-from daemon.journal import Job, Journal, NewJob, StepRecord
-from daemon.layout import LayoutError, place, validate_segment
-from daemon.logsetup import redact, redact_value
-from daemon.mountcache import AttributeCache
-from daemon.pipeline import (
+from hotfolder import outcomes, resend
+from hotfolder.config import Settings
+from hotfolder.errors import StepError
+from hotfolder.journal import Job, Journal, NewJob, StepRecord
+from hotfolder.layout import LayoutError, place, validate_segment
+from hotfolder.logsetup import redact, redact_value
+from hotfolder.mountcache import AttributeCache
+from hotfolder.pipeline import (
     Decision,
     Outcome,
     OutcomeKind,
@@ -39,10 +39,10 @@ from daemon.pipeline import (
     State,
     decide,
 )
-from daemon.readiness import WRITER_OPEN, LeaseUnsupported, check_complete, has_writer
-from daemon.transfer import FileDigests, FileIdentity, hash_file, open_checked
-from daemon.vendors.base import StepContext, Vendor
-from daemon.watcher import is_ignored
+from hotfolder.readiness import WRITER_OPEN, LeaseUnsupported, check_complete, has_writer
+from hotfolder.transfer import FileDigests, FileIdentity, hash_file, open_checked
+from hotfolder.vendors.base import StepContext, Vendor
+from hotfolder.watcher import is_ignored
 
 log = structlog.get_logger("hotfolder.runner")
 INCOMPLETE_SINCE = "incomplete_since"  # journal id: when the hash step first found the file's end missing

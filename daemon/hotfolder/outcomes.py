@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
-from daemon.layout import MAX_SEGMENT_BYTES
+from hotfolder.layout import MAX_SEGMENT_BYTES
 
 TEMP_SUFFIX = ".hotfolder-part"
 SIDECAR_SUFFIX = ".error.json"

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from daemon.pipeline import Outcome, OutcomeKind
+from hotfolder.pipeline import Outcome, OutcomeKind
 
 # Statuses that mean "not now": server trouble and rate limits (420 is SaferMe's "Enhance your calm").
 TRANSIENT_STATUSES = frozenset({408, 420, 425, 429, 500, 502, 503, 504})

@@ -36,12 +36,12 @@ from urllib.parse import quote
 
 import httpx
 
-from daemon import resend
-from daemon.config import TargetSettings
-from daemon.errors import StepError, shorten
-from daemon.pipeline import OutcomeKind
-from daemon.transfer import post_form
-from daemon.vendors.base import Ids, StepContext, Vendor, require
+from hotfolder import resend
+from hotfolder.config import TargetSettings
+from hotfolder.errors import StepError, shorten
+from hotfolder.pipeline import OutcomeKind
+from hotfolder.transfer import post_form
+from hotfolder.vendors.base import Ids, StepContext, Vendor, require
 
 API = "/api/v4"
 DEFAULT_CONTENT_TYPE = "application/octet-stream"

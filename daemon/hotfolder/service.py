@@ -10,15 +10,15 @@ from typing import Any
 import httpx
 import structlog
 
-from daemon.archiver import Archiver
-from daemon.config import Settings, TargetSettings
-from daemon.gate import ReadinessGate
-from daemon.journal import Journal
-from daemon.logsetup import register_secret
-from daemon.runner import Runner
-from daemon.vendors import adapter_class
-from daemon.vendors.base import Vendor
-from daemon.watcher import Watcher, inbox_attribute_cache
+from hotfolder.archiver import Archiver
+from hotfolder.config import Settings, TargetSettings
+from hotfolder.gate import ReadinessGate
+from hotfolder.journal import Journal
+from hotfolder.logsetup import register_secret
+from hotfolder.runner import Runner
+from hotfolder.vendors import adapter_class
+from hotfolder.vendors.base import Vendor
+from hotfolder.watcher import Watcher, inbox_attribute_cache
 
 log = structlog.get_logger("hotfolder")
 

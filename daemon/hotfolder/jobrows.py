@@ -1,4 +1,4 @@
-"""A job as one SQLite row, shared by the live journal and its archive (``daemon/archive.py``).
+"""A job as one SQLite row, shared by the live journal and its archive (``daemon/hotfolder/archive.py``).
 
 Both files hold the same columns, so a finished job moves between them as its raw row and reads
 back as the same ``Job``. Also here: the twin lookup both files answer, and the rule for when a
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from daemon.pipeline import State
+from hotfolder.pipeline import State
 
 # Every column but the id, as SQL. The journal's id is AUTOINCREMENT so that an id is never handed
 # out twice, even after its row moved to the archive: the archive keys rows by that same id.

@@ -5,7 +5,7 @@ Theory of operation
 The raw YAML tree is walked once. Every mapping is read through a :class:`_Section` that
 knows its dotted key (``targets.fulcrum.token``), refuses keys it does not know, and hands
 each value to a small parser ``(value, key) -> typed value``. So every refusal is a
-:class:`~daemon.errors.ConfigError` naming the key, what was expected and what was found,
+:class:`~hotfolder.errors.ConfigError` naming the key, what was expected and what was found,
 and nothing half-checked ever reaches the daemon.
 
 Vendor options are data, not code: :data:`VENDOR_OPTIONS` says, per vendor, each key's
@@ -40,7 +40,7 @@ from typing import Any
 
 import yaml
 
-from daemon.errors import ConfigError
+from hotfolder.errors import ConfigError
 
 DEFAULT_IGNORE: tuple[str, ...] = (
     ".*",
@@ -81,7 +81,7 @@ class WatchSettings:
     check_writers: bool = True
     check_complete: bool = True
     incomplete_timeout: float = 600.0
-    attribute_cache: float | None = None  # None: read from the mount table (see daemon/mountcache.py)
+    attribute_cache: float | None = None  # None: read from the mount table (see daemon/hotfolder/mountcache.py)
 
 
 @dataclass(frozen=True)

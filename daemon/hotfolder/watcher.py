@@ -125,8 +125,8 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
-from daemon.gate import ReadinessGate, Wait
-from daemon.mountcache import AttributeCache, attribute_cache
+from hotfolder.gate import ReadinessGate, Wait
+from hotfolder.mountcache import AttributeCache, attribute_cache
 
 log = structlog.get_logger("hotfolder.watcher")
 
@@ -559,7 +559,7 @@ class Watcher:
         self._method = method
         self.mode: str = choose_method(method, self.inbox)
         self._settle = max(0.0, settle)
-        # The inbox mount's attribute cache (None on a local file system): see daemon/mountcache.py.
+        # The inbox mount's attribute cache (None on a local file system): see daemon/hotfolder/mountcache.py.
         # Where no open can bypass it, figures must hold for settle plus the cache to have been
         # fetched afresh at least settle apart; where an open does, the last look is taken so.
         self._cache = cache

@@ -32,7 +32,7 @@ What is promised, step by step:
    seen twice (event + rescan, or before and after a restart) never becomes two jobs.
 7. A finished job is never changed again. Once it is older than ``archive_after`` it moves
    to the archive beside the journal (copied and committed there first, then deleted here;
-   ``daemon/archive.py``), where the twin lookup still finds it. Ids are AUTOINCREMENT, so an
+   ``daemon/hotfolder/archive.py``), where the twin lookup still finds it. Ids are AUTOINCREMENT, so an
    archived job's id is never given to a new one.
 
 What is not promised: a damaged database file (not a torn WAL tail, but a main file cut
@@ -66,8 +66,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from daemon.archive import Archive, archive_path
-from daemon.jobrows import (
+from hotfolder.archive import Archive, archive_path
+from hotfolder.jobrows import (
     COLUMNS,
     JOB_COLUMNS_DDL,
     Job,
@@ -78,7 +78,7 @@ from daemon.jobrows import (
     sql_text,
     whole_check_can_wait,
 )
-from daemon.pipeline import State
+from hotfolder.pipeline import State
 
 SCHEMA_VERSION = 1
 FULL_CHECK_EVERY = 7 * 86400.0  # seconds: a whole-file check at least this often, even after clean stops
@@ -212,7 +212,7 @@ class Journal:
             self._set_meta("clean_stop", "0")  # until close() says otherwise
         self._reader = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
         self._reader.execute("PRAGMA query_only=1")
-        # Finished jobs older than the daemon's ``archive_after`` (daemon/archive.py); opened when the
+        # Finished jobs older than the daemon's ``archive_after`` (daemon/hotfolder/archive.py); opened when the
         # file exists, created by the first archival pass that has something to move.
         self.archive_recovered_from: Path | None = None
         self._archive_lock = threading.Lock()  # one pass or check at a time; held while _archive changes
@@ -557,7 +557,7 @@ class Journal:
             rows = possible_twin_rows(conn, target, record, exclude, size, digests)
         found = [row_to_job(row) for row in rows]
         # The archive after the journal, never before: a row being archived reaches the archive before
-        # it leaves the journal, so in this order it is seen at least once (daemon/archive.py).
+        # it leaves the journal, so in this order it is seen at least once (daemon/hotfolder/archive.py).
         archive = self._archive
         if archive is not None:
             known = {job.id for job in found}
@@ -566,7 +566,7 @@ class Journal:
             found.sort(key=lambda job: job.id)
         return found
 
-    # -- the archive of old finished jobs (daemon/archive.py) ------------------------------------
+    # -- the archive of old finished jobs (daemon/hotfolder/archive.py) ------------------------------------
 
     def archive_finished(
         self, older_than: float, *, batch: int = 500, keep_going: Callable[[], bool] = lambda: True
@@ -574,7 +574,7 @@ class Journal:
         """Move the jobs finished more than ``older_than`` seconds ago into the archive; returns how many.
 
         Batch by batch, each committed in the archive before it is deleted here (the crash rules are in
-        daemon/archive.py). The deletes go through the group commit like any step, so workers keep
+        daemon/hotfolder/archive.py). The deletes go through the group commit like any step, so workers keep
         going meanwhile; ``keep_going`` is asked between batches so that a stopping daemon need not wait
         for a long first pass (the rest moves at the next one)."""
         cutoff = self._clock() - older_than

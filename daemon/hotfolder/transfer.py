@@ -11,7 +11,7 @@ Rules this module keeps:
   ``FILE_CHANGED`` otherwise, so the pipeline hashes again instead of uploading mixed bytes.
 * A presigned URL's query string is a bearer credential. It never appears in an exception
   message or a reason: :func:`redact_url` is used wherever a URL is named.
-* Every failure leaves as a :class:`~daemon.errors.StepError` whose kind tells the pipeline
+* Every failure leaves as a :class:`~hotfolder.errors.StepError` whose kind tells the pipeline
   what to do (retry, presign again, hash again, give up).
 
 Why a generator body with an explicit Content-Length: httpx sends ``Transfer-Encoding: chunked``
@@ -43,8 +43,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from daemon.errors import TRANSIENT_STATUSES, StepError, from_transport_error, parse_retry_after, shorten
-from daemon.pipeline import OutcomeKind
+from hotfolder.errors import TRANSIENT_STATUSES, StepError, from_transport_error, parse_retry_after, shorten
+from hotfolder.pipeline import OutcomeKind
 
 CHUNK_SIZE = 1024 * 1024
 SUPPORTED_DIGESTS = ("md5", "sha256")

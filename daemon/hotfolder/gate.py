@@ -1,4 +1,4 @@
-"""The readiness gate: a settled file is handed over only when the tests of :mod:`daemon.readiness`
+"""The readiness gate: a settled file is handed over only when the tests of :mod:`hotfolder.readiness`
 say it is finished; until then it waits, and the gate remembers why and since when.
 
 Owned by the watcher's settle thread (no lock). Waiting is not a failure: a file held open by a
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import structlog
 
-from daemon.readiness import WRITER_OPEN, LeaseUnsupported, check_complete, has_writer, lease_support
+from hotfolder.readiness import WRITER_OPEN, LeaseUnsupported, check_complete, has_writer, lease_support
 
 log = structlog.get_logger("hotfolder.watcher")
 

@@ -6,7 +6,7 @@
 The tree: ``--files`` files over ``--folders`` record folders. They must stay put while the daemon is
 idle, so they carry a name the watcher ignores (``*.part``, a scanner's partial); a tree of real files
 would be uploaded and leave, and the daemon would not be idle. The ignored names do not flatter the
-figure: the poller (``hotfolder.watcher.FolderPoller``) takes one ``lstat`` per folder per poll and lists
+figure: the poller (``hotfolder.watch.poller.FolderPoller``) takes one ``lstat`` per folder per poll and lists
 a folder only when it changed, so an idle poll never meets a file, ignored or not. (watchdog's
 ``PollingObserverVFS``, used before, statted every entry of the tree on every poll, ignored or not.)
 

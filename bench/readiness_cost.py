@@ -17,7 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hotfolder.readiness import check_complete, has_writer
+from hotfolder.watch.formats import check_complete
+from hotfolder.watch.writers import has_writer
 
 FILES = 2000
 ROUNDS = 5

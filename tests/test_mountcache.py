@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hotfolder.mountcache import attribute_cache
-from hotfolder.watcher import inbox_attribute_cache, mount_entry
+from hotfolder.watch.mounts import attribute_cache, inbox_attribute_cache, mount_entry
 
 MOUNTINFO = (
     "22 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw\n"

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from hotfolder.watcher import DEFAULT_IGNORE, FolderPoller
+from hotfolder.config import DEFAULT_IGNORE
+from hotfolder.watch.poller import FolderPoller
 
 HOUR_NS = 3600 * 10**9
 

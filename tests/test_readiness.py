@@ -1,5 +1,6 @@
 """Is a settled file finished? The tail tests per format, the writer lease against real writer
-processes, the gate's waiting and timeout, and the daemon with writers that pause."""
+processes, the examiner that runs them on real files, and the daemon with writers that pause.
+The rules that act on the answers (waiting, the incomplete timeout) are tests/test_tracker.py."""
 
 from __future__ import annotations
 
@@ -14,9 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from hotfolder.gate import WRITER_OPEN, ReadinessGate, Refuse, Wait
-from hotfolder.readiness import Incomplete, check_complete, has_writer, lease_support
 from hotfolder.service import Daemon
+from hotfolder.watch import status
+from hotfolder.watch.examine import Examiner
+from hotfolder.watch.formats import Incomplete, check_complete
+from hotfolder.watch.tracker import Answers, Waiting
+from hotfolder.watch.writers import has_writer, lease_support
 from tests import formats, harness
 from tests.harness import FIELD, Site, wait_for, write_config
 
@@ -149,57 +153,50 @@ def test_a_lease_break_never_kills_the_daemon(tmp_path: Path) -> None:
         checker.join()
 
 
-# --- the gate -------------------------------------------------------------------------------------
+# --- the examiner: the tests on real files -------------------------------------------------------
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_the_gate_waits_for_an_incomplete_file_then_refuses_it_with_the_reason(tmp_path: Path) -> None:
-    clock = _Clock()
-    status = tmp_path / "waiting.json"
-    gate = ReadinessGate(incomplete_timeout=600, status_file=status, clock=clock)
-    gate.start(tmp_path, "native")
+def test_the_examiner_finds_a_missing_end_and_a_writer_at_work(tmp_path: Path) -> None:
+    examiner = Examiner()
+    examiner.start(tmp_path, "native")
     path = tmp_path / "scan.pdf"
     path.write_bytes(b"%PDF-1.4\n" + os.urandom(100))
-    assert gate.examine(str(path), path.stat().st_size) == Wait("PDF has no %%EOF: truncated?")
-    gate.flush()
-    assert "PDF has no %%EOF" in status.read_text()
-    clock.now += 599
-    assert isinstance(gate.examine(str(path), path.stat().st_size), Wait)
-    clock.now += 1
-    verdict = gate.examine(str(path), path.stat().st_size)
-    assert isinstance(verdict, Refuse) and verdict.reason.startswith("PDF has no %%EOF: truncated?")
-    assert "incomplete_timeout" in verdict.reason
-
-
-def test_the_gate_never_times_out_a_file_a_writer_holds_open(tmp_path: Path) -> None:
-    clock = _Clock()
-    gate = ReadinessGate(incomplete_timeout=1, clock=clock)
-    gate.start(tmp_path, "native")
-    path = tmp_path / "scan.pdf"
-    writer = _writer(path, "wb")
+    assert examiner.answers(str(path), path.stat().st_size) == Answers(incomplete="PDF has no %%EOF: truncated?")
+    writer = _writer(path, "ab")
     try:
-        for _ in range(5):
-            clock.now += 3600
-            assert gate.examine(str(path), path.stat().st_size) == Wait(WRITER_OPEN)
+        assert examiner.answers(str(path), path.stat().st_size) == Answers(writer_open=True)
     finally:
         _close(writer)
-    # Closed, but its end is missing: now the incomplete timeout starts.
-    assert isinstance(gate.examine(str(path), path.stat().st_size), Wait)
-    clock.now += 1
-    assert isinstance(gate.examine(str(path), path.stat().st_size), Refuse)
+    path.write_bytes(formats.pdf(os.urandom(100)))
+    assert examiner.answers(str(path), path.stat().st_size) == Answers()
+    path.unlink()
+    assert examiner.answers(str(path), 10) is None  # gone: the tracker drops it
+
+
+def test_through_an_open_the_examiner_reports_the_figures_it_saw(tmp_path: Path) -> None:
+    examiner = Examiner(check_writers=False, look_through_open=True)
+    examiner.start(tmp_path, "native")
+    path = tmp_path / "notes.txt"
+    path.write_bytes(b"12345")
+    st = path.stat()
+    assert examiner.answers(str(path), 5) == Answers(fresh=(5, st.st_mtime_ns))
+    assert examiner.answers(str(path), 3) == Answers(fresh=(5, st.st_mtime_ns))  # figures differ: no tests
 
 
 def test_on_a_polled_inbox_the_writer_check_is_off_and_says_why(tmp_path: Path) -> None:
-    gate = ReadinessGate()
-    gate.start(tmp_path, "polling")
-    assert gate.writer_check_off is not None and "network mount" in gate.writer_check_off
+    examiner = Examiner()
+    examiner.start(tmp_path, "polling")
+    assert examiner.writer_check_off is not None and "network mount" in examiner.writer_check_off
+
+
+def test_the_list_of_waiting_files_is_written_with_wall_clock_times(tmp_path: Path) -> None:
+    file = tmp_path / "waiting.json"
+    before = time.time()
+    status.write_waiting(file, [Waiting("/in/t/r/scan.pdf", "PDF has no %%EOF: truncated?", 100.0)], clock_now=160.0)
+    written = json.loads(file.read_text())
+    (entry,) = written["waiting"]
+    assert entry["file"] == "/in/t/r/scan.pdf" and entry["reason"].startswith("PDF has no")
+    assert before - 61 <= entry["since"] <= time.time() - 59  # a minute ago, on the wall clock
 
 
 # --- the daemon with real writers -----------------------------------------------------------------

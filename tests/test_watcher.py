@@ -17,15 +17,11 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-import hotfolder.watcher as watcher_module
-from hotfolder.watcher import (
-    DEFAULT_IGNORE,
-    NETWORK_FS_TYPES,
-    Watcher,
-    choose_method,
-    filesystem_type,
-    is_ignored,
-)
+import hotfolder.watch.watcher as watcher_module
+from hotfolder.config import DEFAULT_IGNORE
+from hotfolder.watch.ignore import is_ignored
+from hotfolder.watch.mounts import NETWORK_FS_TYPES, choose_method, filesystem_type
+from hotfolder.watch.watcher import Watcher
 
 SETTLE = 0.25
 DEADLINE = 8.0  # generous: the suite may share two cores with other suites
@@ -266,7 +262,7 @@ def test_file_changed_after_report_is_reported_again(watch, inbox: Path) -> None
         f.write(b" and second")
     if watcher.mode == "polling":
         # An append leaves the folder as it was, so the poller does not see it (by design: see
-        # "What it does not see" in daemon/hotfolder/watcher.py); the periodic rescan does, here on demand.
+        # "What it does not see" in daemon/hotfolder/watch/poller.py); the periodic rescan does, here on demand.
         watcher.rescan()
     assert wait_for(lambda: rec.sizes(path) == [5, 16])
 

@@ -81,7 +81,7 @@ class WatchSettings:
     check_writers: bool = True
     check_complete: bool = True
     incomplete_timeout: float = 600.0
-    attribute_cache: float | None = None  # None: read from the mount table (see daemon/hotfolder/mountcache.py)
+    attribute_cache: float | None = None  # None: read from the mount table (see hotfolder/watch/mounts.py)
 
 
 @dataclass(frozen=True)

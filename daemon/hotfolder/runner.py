@@ -30,7 +30,6 @@ from hotfolder.errors import StepError
 from hotfolder.journal import Job, Journal, NewJob, StepRecord
 from hotfolder.layout import LayoutError, place, validate_segment
 from hotfolder.logsetup import redact, redact_value
-from hotfolder.mountcache import AttributeCache
 from hotfolder.pipeline import (
     Decision,
     Outcome,
@@ -39,10 +38,12 @@ from hotfolder.pipeline import (
     State,
     decide,
 )
-from hotfolder.readiness import WRITER_OPEN, LeaseUnsupported, check_complete, has_writer
 from hotfolder.transfer import FileDigests, FileIdentity, hash_file, open_checked
 from hotfolder.vendors.base import StepContext, Vendor
-from hotfolder.watcher import is_ignored
+from hotfolder.watch.formats import check_complete
+from hotfolder.watch.ignore import is_ignored
+from hotfolder.watch.mounts import AttributeCache
+from hotfolder.watch.writers import WRITER_OPEN, LeaseUnsupported, has_writer
 
 log = structlog.get_logger("hotfolder.runner")
 INCOMPLETE_SINCE = "incomplete_since"  # journal id: when the hash step first found the file's end missing

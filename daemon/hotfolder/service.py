@@ -12,13 +12,14 @@ import structlog
 
 from hotfolder.archiver import Archiver
 from hotfolder.config import Settings, TargetSettings
-from hotfolder.gate import ReadinessGate
 from hotfolder.journal import Journal
 from hotfolder.logsetup import register_secret
 from hotfolder.runner import Runner
 from hotfolder.vendors import adapter_class
 from hotfolder.vendors.base import Vendor
-from hotfolder.watcher import Watcher, inbox_attribute_cache
+from hotfolder.watch.examine import Examiner
+from hotfolder.watch.mounts import inbox_attribute_cache
+from hotfolder.watch.watcher import Watcher
 
 log = structlog.get_logger("hotfolder")
 
@@ -89,15 +90,10 @@ class Daemon:
             adapter = adapter_class(target.vendor)(target, client)
             adapter.secret_found = register_secret
             adapters[name] = adapter
-        gate = ReadinessGate(
-            check_writers=settings.watch.check_writers,
-            check_complete=settings.watch.check_complete,
-            incomplete_timeout=settings.watch.incomplete_timeout,
-            status_file=waiting_file(settings),
-        )
         cache = inbox_attribute_cache(settings.inbox, settings.watch.attribute_cache)
+        examiner = Examiner(check_writers=settings.watch.check_writers, check_complete=settings.watch.check_complete)
         self.runner = Runner(settings, self.journal, adapters, on_file_left_inbox=self._forget,
-                             writers_checked=lambda: gate.writer_check_off is None, cache=cache)
+                             writers_checked=lambda: examiner.writer_check_off is None, cache=cache)
         self.watcher = Watcher(
             settings.inbox,
             method=settings.watch.method,
@@ -108,7 +104,9 @@ class Daemon:
             on_ready=self.runner.submit,
             on_ready_batch=self.runner.submit_many,
             on_refused=self._refused,
-            gate=gate,
+            examiner=examiner,
+            incomplete_timeout=settings.watch.incomplete_timeout,
+            status_file=waiting_file(settings),
             on_incomplete=self.runner.submit_incomplete,
             cache=cache,
         )

@@ -1,4 +1,5 @@
-"""How long a network mount's attribute cache may hide a change, read from its options.
+"""Where the inbox lives: its mount (from the mount table), whether it is a network file system, and
+how long the mount's attribute cache may hide a change, read from its options.
 
 Polling asks ``lstat``; on a network mount the client answers from its attribute cache, so a file's
 new size or a folder's new entry shows only when the cached answer expires. What that means for
@@ -24,8 +25,11 @@ mount table does not show, so its default is assumed unless ``watch.attribute_ca
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 # libfuse's default attribute timeout: the kernel answers a FUSE file's stat from its own cache
 # for this long before it asks sshfs, whose cache then answers.
@@ -91,3 +95,88 @@ def _from_options(fstype: str, options: Mapping[str, str]) -> AttributeCache | N
             revalidated_on_open=False,
         )
     return None
+
+
+# --- the mount table ----------------------------------------------------------------------------
+
+# Mounts where the kernel does not see writes made by other machines, so inotify stays silent.
+NETWORK_FS_TYPES: frozenset[str] = frozenset({
+    "nfs", "nfs4", "cifs", "smb3", "smbfs", "smb", "ncpfs", "ncp", "afs", "coda", "9p",
+    "ceph", "fuse.ceph-fuse", "glusterfs", "fuse.glusterfs", "lustre", "gpfs", "beegfs", "gfs2", "ocfs2",
+    "davfs", "fuse.davfs2", "fuse.sshfs", "sshfs", "fuse.rclone", "fuse.s3fs", "fuse.gcsfuse",
+    "fuse.juicefs", "fuse.mfs", "fuse.lizardfs",
+    # Host-to-guest shared folders: changes made on the host do not raise inotify events in the guest.
+    "vboxsf", "virtiofs", "fuse.vmhgfs-fuse", "prl_fs",
+})
+
+METHODS = ("auto", "native", "polling")
+
+_OCTAL_ESCAPE = re.compile(rb"\\([0-7]{3})")
+
+
+def _unescape_mount_field(field: bytes) -> bytes:
+    # The kernel writes space, tab, newline and backslash in mountinfo as \040, \011, \012, \134.
+    return _OCTAL_ESCAPE.sub(lambda m: bytes([int(m.group(1), 8)]), field)
+
+
+def _mount_contains(mount_point: bytes, target: bytes) -> bool:
+    return mount_point == b"/" or target == mount_point or target.startswith(mount_point + b"/")
+
+
+def mount_entry(path: Path, mountinfo: Path = Path("/proc/self/mountinfo")) -> tuple[str, dict[str, str]] | None:
+    """File system type and options (per-mount and super-block, ``name`` or ``name=value``) of the
+    longest mount point containing ``path``; None if it cannot be told."""
+    try:
+        text = mountinfo.read_bytes()
+    except OSError:
+        return None
+    target = os.fsencode(os.path.realpath(path))
+    best_len, best = -1, None
+    for line in text.splitlines():
+        # id parent major:minor root mount-point options [optional...] - fstype source super-options
+        fields = line.split()
+        try:
+            sep = fields.index(b"-", 6)
+        except ValueError:
+            continue
+        if sep + 1 >= len(fields):
+            continue
+        mount_point = _unescape_mount_field(fields[4])
+        # ">=": a later mount on the same point hides the earlier one.
+        if _mount_contains(mount_point, target) and len(mount_point) >= best_len:
+            best_len, best = len(mount_point), fields
+            best_sep = sep
+    if best is None:
+        return None
+    options: dict[str, str] = {}
+    for group in (best[5], best[best_sep + 3] if best_sep + 3 < len(best) else b""):
+        for option in os.fsdecode(_unescape_mount_field(group)).split(","):
+            name, _, value = option.partition("=")
+            if name:
+                options[name] = value
+    return os.fsdecode(_unescape_mount_field(best[best_sep + 1])), options
+
+
+def filesystem_type(path: Path, mountinfo: Path = Path("/proc/self/mountinfo")) -> str | None:
+    """File system type of the longest mount point containing ``path``; None if it cannot be told."""
+    entry = mount_entry(path, mountinfo)
+    return None if entry is None else entry[0]
+
+
+def choose_method(method: str, path: Path, *, mountinfo: Path = Path("/proc/self/mountinfo")) -> str:
+    """"native" or "polling"; "auto" polls on a network file system, where inotify hears nothing."""
+    if method not in METHODS:
+        raise ValueError(f"watch method must be one of {', '.join(METHODS)}, not {method!r}")
+    if method != "auto":
+        return method
+    return "polling" if filesystem_type(path, mountinfo) in NETWORK_FS_TYPES else "native"
+
+
+def inbox_attribute_cache(
+    inbox: Path, configured: float | None = None, *, mountinfo: Path = Path("/proc/self/mountinfo")
+) -> AttributeCache | None:
+    """The attribute cache of the network mount holding ``inbox``; None where it is local."""
+    entry = mount_entry(inbox, mountinfo)
+    if entry is None or entry[0] not in NETWORK_FS_TYPES:
+        return None
+    return attribute_cache(entry[0], entry[1], configured)

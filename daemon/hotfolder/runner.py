@@ -11,32 +11,30 @@ from where any worker picks it up when its time comes.
 
 from __future__ import annotations
 
-import logging
 import os
 import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import structlog
 
 from hotfolder.config import Settings
 from hotfolder.errors import StepError
+from hotfolder.events import EventBus, FileDone, FileFailed, FileQueued, FileRefused, StepEnded, TargetPaused
 from hotfolder.groups import GroupFolders
 from hotfolder.jobtools import JobTools, StepResult, printable
 from hotfolder.journal import Job, Journal, NewJob, StepRecord
 from hotfolder.layout import LayoutError, place
 from hotfolder.leaving import Leaving, plan_destination
 from hotfolder.logsetup import redact, redact_value
-from hotfolder.pipeline import Decision, OutcomeKind, RetryPolicy, State, decide
+from hotfolder.pipeline import Decision, RetryPolicy, State, decide
 from hotfolder.steps import Steps
-from hotfolder.vendors.base import Vendor
+from hotfolder.vendors.base import RATE_LIMIT_STATUSES, Vendor
 from hotfolder.watch.mounts import AttributeCache
 
 log = structlog.get_logger("hotfolder.runner")
-_debug_log = logging.getLogger("hotfolder.runner")  # the stdlib logger behind ``log``: its level check is cheap
 
 
 class Runner:
@@ -51,6 +49,7 @@ class Runner:
         on_file_left_inbox: Callable[[Path], None] | None = None,
         writers_checked: Callable[[], bool] = lambda: True,
         cache: AttributeCache | None = None,
+        events: EventBus | None = None,
     ) -> None:
         self.settings = settings
         self.journal = journal
@@ -58,6 +57,7 @@ class Runner:
         self.policy = RetryPolicy(settings.retry.attempts, settings.retry.backoff, settings.retry.max_backoff)
         self._clock = clock
         self._jitter = jitter
+        self.events = events if events is not None else EventBus()
         self._tools = JobTools(settings, journal, adapters, clock)
         groups = GroupFolders(self._tools)
         leaving = Leaving(self._tools, groups, on_file_left_inbox=on_file_left_inbox,
@@ -85,14 +85,12 @@ class Runner:
         new_jobs = [new for path, stat in files if (new := self._new_job(path, stat)) is not None]
         added = self.journal.add_jobs(new_jobs) if new_jobs else []
         if added:
-            self.poke()  # before the log lines: a thousand of them take a worker's first 0.1 s
+            self.poke()  # before the events: a thousand log lines take a worker's first 0.1 s
         for job in added:
             if job.state is State.TO_FAILED:
-                log.warning("file refused; moving it to failed/", job=job.id, file=printable(job.relpath),
-                            reason=(job.last_error or {}).get("reason"))
+                self.events.emit(FileRefused(job, str((job.last_error or {}).get("reason"))))
             else:
-                log.info("file queued", job=job.id, target=job.target, record=job.record, file=job.name,
-                         bytes=job.size)
+                self.events.emit(FileQueued(job))
         return added
 
     def submit_incomplete(self, path: Path, stat: os.stat_result, reason: str) -> Job | None:
@@ -101,8 +99,7 @@ class Runner:
         added = self.journal.add_jobs([new]) if new is not None else []
         if added:
             self.poke()
-            log.warning("file incomplete; moving it to failed/", job=added[0].id, file=printable(added[0].relpath),
-                        reason=reason)
+            self.events.emit(FileRefused(added[0], reason, incomplete=True))
         return added[0] if added else None
 
     def _new_job(self, path: Path, stat: os.stat_result, *, refusal: str | None = None) -> NewJob | None:
@@ -243,7 +240,7 @@ class Runner:
             result = self._run_step(job)
             decision = decide(job.state, job.attempts, result.outcome, self.policy, self._jitter())
             job = self._commit(job, result, decision)
-            self._log_step(step, job, result, decision, time.monotonic() - started)
+            self._tell(step, job, result, decision, time.monotonic() - started)
             if decision.delay > 0:
                 break
         return job
@@ -279,40 +276,17 @@ class Runner:
             record.outcome_path = plan_destination(job, self.settings.done, self._tools.source(job))
         return self.journal.record(job.id, record)
 
-    def _log_step(self, step: State, job: Job, result: StepResult, decision: Decision, duration: float) -> None:
-        quiet = result.outcome.kind is OutcomeKind.SUCCESS and not _debug_log.isEnabledFor(logging.DEBUG)
-        if quiet and decision.state is not State.DONE:
-            return  # nothing to say at info; skipping the fields saves CPU on every step
-        fields: dict[str, Any] = {
-            "job": job.id, "target": job.target, "record": job.record, "file": job.name, "step": step.value,
-            "outcome": result.outcome.kind.value, "next": decision.state.value,
-            "duration": round(duration, 4), "attempts": decision.attempts,
-        }
-        if result.bytes:
-            fields["bytes"] = result.bytes
-        if result.ids:
-            fields["ids"] = dict(result.ids)  # vendor ids are not secrets; they make a run traceable
-        if decision.delay > 0:
-            fields["retry_in"] = round(decision.delay, 2)
-        kind = result.outcome.kind
-        if kind is OutcomeKind.SUCCESS:
-            # Debug: a healthy file is told at info by two lines, "file queued" and "file done" (with
-            # every vendor id); seven lines per file cost more CPU than the journal with small files.
-            log.debug("step done", **fields)
-        elif kind is OutcomeKind.PENDING:
-            log.debug("waiting", reason=result.outcome.reason, **fields)  # not a failure; may repeat often
-        elif kind is OutcomeKind.DUPLICATE:
-            log.info("same bytes already attached to this record; not sent again", **fields)
-        elif decision.state is State.GONE:
-            log.warning("file vanished from the inbox; job closed", reason=result.outcome.reason, **fields)
-        else:
-            log.warning("step failed", reason=redact(result.outcome.reason), status=result.outcome.status, **fields)
+    def _tell(self, step: State, job: Job, result: StepResult, decision: Decision, duration: float) -> None:
+        """Say what the step did (after its commit): the log, and any other subscriber, listen."""
+        emit = self.events.emit
+        emit(StepEnded(step, job, result.outcome, decision, duration, result.bytes, result.ids))
+        status = result.outcome.status
+        if status in RATE_LIMIT_STATUSES and result.outcome.retry_after:
+            emit(TargetPaused(job.target, result.outcome.retry_after, result.outcome.reason))
         if decision.state is State.FAILED:
-            log.error("file failed", job=job.id, file=job.name, moved_to=job.outcome_path,
-                      reason=(job.last_error or {}).get("reason"))
+            emit(FileFailed(job))
         elif decision.state is State.DONE:
-            log.info("file done", job=job.id, target=job.target, record=job.record, file=job.name, bytes=job.size,
-                     ids=dict(job.vendor), took=round(self._clock() - job.created_at, 3), moved_to=job.outcome_path)
+            emit(FileDone(job, self._clock() - job.created_at))
 
     def _run_step(self, job: Job) -> StepResult:
         try:

@@ -12,6 +12,8 @@ import structlog
 
 from hotfolder.archiver import Archiver
 from hotfolder.config import Settings, TargetSettings
+from hotfolder.eventlog import log_event
+from hotfolder.events import EventBus
 from hotfolder.journal import Journal
 from hotfolder.logsetup import register_secret
 from hotfolder.runner import Runner
@@ -92,8 +94,12 @@ class Daemon:
             adapters[name] = adapter
         cache = inbox_attribute_cache(settings.inbox, settings.watch.attribute_cache)
         examiner = Examiner(check_writers=settings.watch.check_writers, check_complete=settings.watch.check_complete)
+        # What happens to files goes out as events; the log lines are their first subscriber.
+        self.events = EventBus()
+        self.events.subscribe(log_event)
         self.runner = Runner(settings, self.journal, adapters, on_file_left_inbox=self._forget,
-                             writers_checked=lambda: examiner.writer_check_off is None, cache=cache)
+                             writers_checked=lambda: examiner.writer_check_off is None, cache=cache,
+                             events=self.events)
         self.watcher = Watcher(
             settings.inbox,
             method=settings.watch.method,
@@ -109,6 +115,7 @@ class Daemon:
             status_file=waiting_file(settings),
             on_incomplete=self.runner.submit_incomplete,
             cache=cache,
+            events=self.events,
         )
 
     def _forget(self, path: Path) -> None:

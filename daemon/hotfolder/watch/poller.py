@@ -1,4 +1,4 @@
-"""The poller: where inotify hears nothing (network mounts), find what changed by folder timestamps.
+r"""The poller: where inotify hears nothing (network mounts), find what changed by folder timestamps.
 
 A poller that snapshots the whole tree every poll (an ``lstat`` and an object per file) costs more
 with every file the inbox holds, idle or not (``bench/RESULTS.md`` has the figures that led here).

@@ -71,6 +71,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
 from hotfolder.config import DEFAULT_IGNORE
+from hotfolder.events import EventBus, FileReadyAfterWaiting, FileWaiting
 from hotfolder.watch import status
 from hotfolder.watch.examine import Examiner
 from hotfolder.watch.ignore import compile_rules, kept_entries
@@ -175,8 +176,10 @@ class Watcher:
         status_file: Path | None = None,
         clock: Callable[[], float] = time.monotonic,
         cache: AttributeCache | None = None,
+        events: EventBus | None = None,
     ) -> None:
         self.inbox = Path(os.path.abspath(inbox))
+        self._events = events if events is not None else EventBus()
         self._method = method
         self.mode: str = choose_method(method, self.inbox)
         self._settle = max(0.0, settle)
@@ -588,15 +591,14 @@ class Watcher:
         else:
             self._act(path, st, self._tracker.other_seen(path, _refusal(st.st_mode)), out)
 
-    @staticmethod
-    def _act(path: str, st: os.stat_result, verdict: Verdict, out: list[_Callback]) -> None:
+    def _act(self, path: str, st: os.stat_result, verdict: Verdict, out: list[_Callback]) -> None:
         if isinstance(verdict, Ready):
             if verdict.waited:
-                log.info("file ready after waiting", file=path)
+                self._events.emit(FileReadyAfterWaiting(path))
             out.append((path, st))
         elif isinstance(verdict, Wait):
             if verdict.first:
-                log.info("file not ready yet", file=path, reason=verdict.reason)
+                self._events.emit(FileWaiting(path, verdict.reason))
         elif isinstance(verdict, Refuse):
             out.append((path, (st, verdict.reason)))
         elif isinstance(verdict, Refused):

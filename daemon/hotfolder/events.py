@@ -1,0 +1,113 @@
+"""What happens to files, as typed events: the seam between the daemon's work and whoever watches it.
+
+The watcher and the runner say what happened (a file waits, a job was queued, a step ended, a file
+is done or failed, a target paused) by emitting an event on the :class:`EventBus`; they never log
+those lines themselves, and nothing that reports on the daemon reaches into them. The log lines are
+one subscriber (:mod:`hotfolder.eventlog`); metrics, alerts and a status page subscribe the same way.
+
+Subscribers run on the emitting thread, synchronously and in order, so they must be quick and
+must not block (hand work to a thread of their own if they need one). One that raises is logged
+and the others still run: watching must never stop the work. Events carry journal rows and
+outcomes as they are; the reasons in them are already redacted where they came from the vendor,
+but a subscriber that sends them anywhere redacts again (as the log's own processor does).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from hotfolder.journal import Job
+from hotfolder.pipeline import Decision, Outcome, State
+
+log = structlog.get_logger("hotfolder.events")
+
+
+@dataclass(frozen=True, slots=True)
+class FileWaiting:
+    """A settled file is not finished yet (a writer holds it, its end is missing): said once per reason."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class FileReadyAfterWaiting:
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class FileQueued:
+    """A ready file became a job."""
+
+    job: Job
+
+
+@dataclass(frozen=True, slots=True)
+class FileRefused:
+    """A file the layout refuses, or one incomplete for too long: a job that goes to failed/."""
+
+    job: Job
+    reason: str
+    incomplete: bool = False  # its end was missing for longer than watch.incomplete_timeout
+
+
+@dataclass(frozen=True, slots=True)
+class StepEnded:
+    """One step of one job ran and its decision is committed (``job`` is the row after the commit)."""
+
+    step: State
+    job: Job
+    outcome: Outcome
+    decision: Decision
+    duration: float
+    bytes: int = 0
+    ids: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class FileDone:
+    job: Job
+    took: float  # seconds from the job's creation
+
+
+@dataclass(frozen=True, slots=True)
+class FileFailed:
+    job: Job
+
+
+@dataclass(frozen=True, slots=True)
+class TargetPaused:
+    """The vendor rate-limited a target (429/420): all its jobs wait this long."""
+
+    target: str
+    seconds: float
+    reason: str
+
+
+Event = (
+    FileWaiting | FileReadyAfterWaiting | FileQueued | FileRefused | StepEnded | FileDone | FileFailed | TargetPaused
+)
+Subscriber = Callable[[Event], None]
+
+
+class EventBus:
+    def __init__(self) -> None:
+        self._subscribers: tuple[Subscriber, ...] = ()
+        self._lock = threading.Lock()
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        with self._lock:
+            # A new tuple, not an append: emitters read the field without the lock.
+            self._subscribers = (*self._subscribers, subscriber)
+
+    def emit(self, event: Event) -> None:
+        for subscriber in self._subscribers:
+            try:
+                subscriber(event)
+            except Exception:
+                log.exception("event subscriber failed", subscriber=repr(subscriber), kind=type(event).__name__)

@@ -47,8 +47,8 @@ from common import (
     write_config,
 )
 
-from hotfolder.archive import archive_path
 from hotfolder.journal import Journal, StepRecord
+from hotfolder.journal.archive import archive_path
 from hotfolder.pipeline import State
 
 TARGET_RATE = 2000.0

@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hotfolder.archive import archive_path
-from hotfolder.archiver import Archiver
 from hotfolder.journal import Journal, NewJob, StepRecord
+from hotfolder.journal.archive import archive_path
+from hotfolder.journal.archive_thread import Archiver
 from hotfolder.pipeline import State
 from tests.harness import Site, run_once_in_process, site
 
@@ -152,7 +152,7 @@ def _child(path: Path, body: str, **popen: Any) -> subprocess.Popen[bytes]:
     code = (
         "import os, signal, sys\n"
         "from pathlib import Path\n"
-        "from hotfolder import archive\n"
+        "from hotfolder.journal import archive\n"
         "from hotfolder.journal import Journal\n"
         "j = Journal(Path(sys.argv[1]), daemon=True)\n"
         f"{body}"

@@ -10,10 +10,10 @@ from typing import Any
 import httpx
 import structlog
 
-from hotfolder.archiver import Archiver
 from hotfolder.config import Settings, TargetSettings
 from hotfolder.gate import ReadinessGate
 from hotfolder.journal import Journal
+from hotfolder.journal.archive_thread import Archiver
 from hotfolder.logsetup import register_secret
 from hotfolder.runner import Runner
 from hotfolder.vendors import adapter_class

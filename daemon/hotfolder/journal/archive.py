@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from hotfolder.jobrows import COLUMNS, JOB_COLUMNS_DDL, Job, possible_twin_rows, row_to_job, whole_check_can_wait
+from hotfolder.journal.rows import COLUMNS, JOB_COLUMNS_DDL, Job, possible_twin_rows, row_to_job, whole_check_can_wait
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS jobs (

@@ -66,8 +66,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from hotfolder.archive import Archive, archive_path
-from hotfolder.jobrows import (
+from hotfolder.journal.archive import Archive, archive_path
+from hotfolder.journal.rows import (
     COLUMNS,
     JOB_COLUMNS_DDL,
     Job,

@@ -27,7 +27,7 @@ import yaml
 from hotfolder import outcomes, resend
 from hotfolder.config import Settings
 from hotfolder.errors import StepError
-from hotfolder.journal import Job, Journal, NewJob, StepRecord
+from hotfolder.journal import Job, JournalBackend, NewJob, StepRecord
 from hotfolder.layout import LayoutError, place, validate_segment
 from hotfolder.logsetup import redact, redact_value
 from hotfolder.mountcache import AttributeCache
@@ -66,7 +66,7 @@ class Runner:
     def __init__(
         self,
         settings: Settings,
-        journal: Journal,
+        journal: JournalBackend,
         adapters: Mapping[str, Vendor],
         *,
         clock: Callable[[], float] = time.time,

@@ -13,7 +13,7 @@ import structlog
 from hotfolder.config import Settings, TargetSettings
 from hotfolder.gate import ReadinessGate
 from hotfolder.journal import Journal
-from hotfolder.journal.archive_thread import Archiver
+from hotfolder.journal.archive_thread import ArchiveThread
 from hotfolder.logsetup import register_secret
 from hotfolder.runner import Runner
 from hotfolder.vendors import adapter_class
@@ -80,7 +80,7 @@ class Daemon:
         if self.journal.archive_recovered_from is not None:
             log.error("journal archive was unreadable; moved aside and started afresh: files finished before "
                       "now can no longer be recognised as twins", damaged=str(self.journal.archive_recovered_from))
-        self.archiver = Archiver(self.journal, settings.archive_after)
+        self.archiver = ArchiveThread(self.journal, settings.archive_after)
         self.clients: list[httpx.Client] = []
         adapters: dict[str, Vendor] = {}
         for name, target in settings.targets.items():

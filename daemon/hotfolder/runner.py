@@ -112,7 +112,7 @@ class Runner:
         new_jobs = [new for path, stat in files if (new := self._new_job(path, stat)) is not None]
         added = self.journal.add_jobs(new_jobs) if new_jobs else []
         if added:
-            self.poke()  # before the log lines: a thousand of them take a worker's first 0.1 s
+            self.poke()  # before the log lines: logging a large batch would hold back the workers' first claims
         for job in added:
             if job.state is State.TO_FAILED:
                 log.warning("file refused; moving it to failed/", job=job.id, file=printable(job.relpath),

@@ -47,8 +47,8 @@ from common import (
     write_config,
 )
 
-from hotfolder.archive import archive_path
 from hotfolder.journal import Journal, StepRecord
+from hotfolder.journal.archive import archive_path
 from hotfolder.pipeline import State
 
 TARGET_RATE = 2000.0
@@ -179,7 +179,8 @@ import sqlite3, sys, time
 from pathlib import Path
 path = sys.argv[1]
 t = time.perf_counter()
-from hotfolder.journal import Journal, _SCHEMA
+from hotfolder.journal import Journal
+from hotfolder.journal.opening import SCHEMA
 imported = time.perf_counter() - t
 t = time.perf_counter(); j = Journal(Path(path)); opened = time.perf_counter() - t
 t = time.perf_counter(); j.unfinished_count(); j.ready_ids(time.time(), 8); queries = time.perf_counter() - t
@@ -187,7 +188,7 @@ j.close()
 conn = sqlite3.connect(path, isolation_level=None)
 conn.execute("PRAGMA journal_mode=WAL")
 t = time.perf_counter(); conn.execute("PRAGMA quick_check").fetchone(); quick = time.perf_counter() - t
-t = time.perf_counter(); conn.executescript(_SCHEMA); schema = time.perf_counter() - t
+t = time.perf_counter(); conn.executescript(SCHEMA); schema = time.perf_counter() - t
 print(opened, quick, schema, queries)
 """
 

@@ -1,5 +1,5 @@
 """The archive of old finished jobs: what moves, that twins are still found, and that a crash or a
-kill in the middle of a move loses nothing and duplicates nothing (daemon/hotfolder/archive.py)."""
+kill in the middle of a move loses nothing and duplicates nothing (daemon/hotfolder/journal/archive.py)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hotfolder.archive import archive_path
-from hotfolder.archiver import Archiver
 from hotfolder.journal import Journal, NewJob, StepRecord
+from hotfolder.journal.archive import archive_path
+from hotfolder.journal.archive_thread import ArchiveThread
 from hotfolder.pipeline import State
 from tests.harness import Site, run_once_in_process, site
 
@@ -152,7 +152,7 @@ def _child(path: Path, body: str, **popen: Any) -> subprocess.Popen[bytes]:
     code = (
         "import os, signal, sys\n"
         "from pathlib import Path\n"
-        "from hotfolder import archive\n"
+        "from hotfolder.journal import archive\n"
         "from hotfolder.journal import Journal\n"
         "j = Journal(Path(sys.argv[1]), daemon=True)\n"
         f"{body}"
@@ -278,8 +278,8 @@ def test_stopping_the_archiver_in_a_long_first_pass_returns_between_batches(tmp_
     path = tmp_path / "journal.db"
     ids = _filled_finished(path, 5000, clock=Clock(time.time() - 40 * DAY))
     journal = Journal(path, daemon=True)
-    archiver = Archiver(journal, 30 * DAY, first_pass_after=0.0)
-    with journal._lock:  # a long commit under way: the pass's first delete waits behind it
+    archiver = ArchiveThread(journal, 30 * DAY, first_pass_after=0.0)
+    with journal._commits.lock:  # a long commit under way: the pass's first delete waits behind it
         archiver.start()
         deadline = time.monotonic() + 10
         while not _ids_in(archive_path(path)) and time.monotonic() < deadline:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from hotfolder.journal import Journal, NewJob, StepRecord
+from hotfolder.journal import Journal, JournalBackend, NewJob, StepRecord
 from hotfolder.pipeline import State
 
 
@@ -141,13 +142,13 @@ def test_a_failing_change_in_a_group_commit_is_undone_alone(tmp_path: Path) -> N
         "intake": lambda: _add(journal, "fulcrum/rec-2/other.pdf"),
     }
     threads = [threading.Thread(target=run, args=item) for item in calls.items()]
-    with journal._lock:  # a commit in progress: the three changes queue up behind it
+    with journal._commits.lock:  # a commit in progress: the three changes queue up behind it
         for thread in threads:
             thread.start()
         deadline = time.monotonic() + 10
-        while len(journal._pending) < 3 and time.monotonic() < deadline:
+        while len(journal._commits.pending) < 3 and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert len(journal._pending) == 3
+        assert len(journal._commits.pending) == 3
     for thread in threads:
         thread.join(10)
     assert isinstance(results["unknown"], KeyError)
@@ -230,7 +231,8 @@ def _power_cut_copy(path: Path, into: Path, wal_from: Path | None = None) -> Pat
 def _assert_daemon_works_on(path: Path) -> Journal:
     """What the daemon does on start (open, add a job, record a step), then the same after a reopen."""
     journal = Journal(path)
-    (ok,) = journal._conn.execute("PRAGMA quick_check").fetchone()
+    with journal._commits.exclusive() as conn:
+        (ok,) = conn.execute("PRAGMA quick_check").fetchone()
     assert ok == "ok"
     job = _add(journal, "fulcrum/rec-9/after-the-cut.pdf")
     assert job is not None
@@ -417,7 +419,7 @@ def test_the_whole_file_check_is_skipped_only_after_a_clean_stop(tmp_path: Path)
     assert job is not None
     clean.close()
     after_clean = Journal(path, daemon=True)
-    assert not after_clean.fully_checked  # 0.5-9 s saved with a large journal
+    assert not after_clean.fully_checked  # the slow whole-file read is spared
     assert after_clean.get(job.id).relpath == "fulcrum/rec-2/new.pdf"
     after_clean.close()
     week_later = Journal(path, daemon=True, clock=lambda: time.time() + 8 * 86400)
@@ -451,3 +453,27 @@ def test_a_clean_journal_cut_at_a_page_boundary_is_still_caught(tmp_path: Path) 
     reopened = Journal(path, daemon=True)
     assert reopened.fully_checked
     assert reopened.recovered_from is not None
+
+
+# -- the interface: the SQLite journal is a JournalBackend -------------------------------------------------
+
+
+def test_the_sqlite_journal_implements_the_backend_interface(tmp_path: Path) -> None:
+    """Every call of ``JournalBackend`` exists on ``Journal`` with the same parameters (names, kinds,
+    annotations, which have defaults), so the runner can be handed either."""
+    backend: JournalBackend = Journal(tmp_path / "j.db")  # the static check, for a type checker
+    assert isinstance(backend, JournalBackend)
+    members = [name for name in vars(JournalBackend) if not name.startswith("_")]
+    assert {"add_jobs", "record", "ready_ids", "possible_twins", "archive_finished", "close"} <= set(members)
+    for name in members:
+        wanted = inspect.getattr_static(JournalBackend, name)
+        if isinstance(wanted, property):
+            assert hasattr(backend, name), name
+            continue
+        assert _shape(inspect.signature(getattr(Journal, name))) == _shape(inspect.signature(wanted)), name
+    backend.close()
+
+
+def _shape(signature: inspect.Signature) -> list[tuple[str, object, object, bool]]:
+    return [(p.name, p.kind, p.annotation, p.default is inspect.Parameter.empty)
+            for p in signature.parameters.values()] + [("return", None, signature.return_annotation, True)]

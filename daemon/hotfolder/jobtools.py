@@ -17,7 +17,7 @@ from typing import Any
 
 from hotfolder.config import Settings
 from hotfolder.errors import StepError
-from hotfolder.journal import Job, Journal
+from hotfolder.journal import Job, JournalBackend
 from hotfolder.layout import LayoutError, validate_segment
 from hotfolder.logsetup import redact_value
 from hotfolder.pipeline import Outcome, OutcomeKind
@@ -39,7 +39,7 @@ class StepResult:
 
 
 class JobTools:
-    def __init__(self, settings: Settings, journal: Journal, adapters: Mapping[str, Vendor],
+    def __init__(self, settings: Settings, journal: JournalBackend, adapters: Mapping[str, Vendor],
                  clock: Callable[[], float]) -> None:
         self.settings = settings
         self.journal = journal

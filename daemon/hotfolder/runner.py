@@ -25,7 +25,7 @@ from hotfolder.errors import StepError
 from hotfolder.events import EventBus, FileDone, FileFailed, FileQueued, FileRefused, StepEnded, TargetPaused
 from hotfolder.groups import GroupFolders
 from hotfolder.jobtools import JobTools, StepResult, printable
-from hotfolder.journal import Job, Journal, NewJob, StepRecord
+from hotfolder.journal import Job, JournalBackend, NewJob, StepRecord
 from hotfolder.layout import LayoutError, place
 from hotfolder.leaving import Leaving, plan_destination
 from hotfolder.logsetup import redact, redact_value
@@ -41,7 +41,7 @@ class Runner:
     def __init__(
         self,
         settings: Settings,
-        journal: Journal,
+        journal: JournalBackend,
         adapters: Mapping[str, Vendor],
         *,
         clock: Callable[[], float] = time.time,
@@ -85,7 +85,7 @@ class Runner:
         new_jobs = [new for path, stat in files if (new := self._new_job(path, stat)) is not None]
         added = self.journal.add_jobs(new_jobs) if new_jobs else []
         if added:
-            self.poke()  # before the events: a thousand log lines take a worker's first 0.1 s
+            self.poke()  # before the events: logging a large batch would hold back the workers' first claims
         for job in added:
             if job.state is State.TO_FAILED:
                 self.events.emit(FileRefused(job, str((job.last_error or {}).get("reason"))))

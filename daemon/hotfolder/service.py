@@ -10,11 +10,11 @@ from typing import Any
 import httpx
 import structlog
 
-from hotfolder.archiver import Archiver
 from hotfolder.config import Settings, TargetSettings
 from hotfolder.eventlog import log_event
 from hotfolder.events import EventBus
 from hotfolder.journal import Journal
+from hotfolder.journal.archive_thread import ArchiveThread
 from hotfolder.logsetup import register_secret
 from hotfolder.runner import Runner
 from hotfolder.vendors import adapter_class
@@ -83,7 +83,7 @@ class Daemon:
         if self.journal.archive_recovered_from is not None:
             log.error("journal archive was unreadable; moved aside and started afresh: files finished before "
                       "now can no longer be recognised as twins", damaged=str(self.journal.archive_recovered_from))
-        self.archiver = Archiver(self.journal, settings.archive_after)
+        self.archiver = ArchiveThread(self.journal, settings.archive_after)
         self.clients: list[httpx.Client] = []
         adapters: dict[str, Vendor] = {}
         for name, target in settings.targets.items():

@@ -1,4 +1,5 @@
-"""The archiving thread: old finished jobs out of the live journal, now and then (daemon/hotfolder/archive.py)."""
+"""When archiving happens: a background thread that moves old finished jobs out of the live journal now
+and then, and checks the archive whole when that is due (how a move is safe: ``archive.py``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import time
 
 import structlog
 
-from hotfolder.journal import Journal
+from hotfolder.journal.backend import JournalBackend
 
 log = structlog.get_logger("hotfolder.archive")
 
@@ -15,11 +16,11 @@ FIRST_PASS_AFTER = 60.0  # seconds after start: a large inbox at start is journa
 PASS_EVERY = 6 * 3600.0
 
 
-class Archiver:
+class ArchiveThread:
     """Runs a pass a minute after start and every six hours after; each pass first checks the archive
     whole when that is due (after a pass that did not end, or weekly), so a restart never waits for it."""
 
-    def __init__(self, journal: Journal, older_than: float, *, first_pass_after: float = FIRST_PASS_AFTER,
+    def __init__(self, journal: JournalBackend, older_than: float, *, first_pass_after: float = FIRST_PASS_AFTER,
                  every: float = PASS_EVERY) -> None:
         self._journal = journal
         self._older_than = older_than

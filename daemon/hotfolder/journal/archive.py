@@ -1,7 +1,7 @@
 """Finished jobs kept out of the live journal: a second SQLite file beside it.
 
 Why: after an unclean stop the journal is checked whole (``PRAGMA quick_check`` reads every page, see
-``daemon/hotfolder/journal.py``), which from a cold disk takes about 10 s once it holds 1,000,000 finished jobs.
+the package docstring), which from a cold disk takes seconds once it holds a million finished jobs.
 A job finished long ago is needed for one thing only: recognising a file dropped again as a twin of
 one already attached (``Journal.possible_twins``), besides the history an admin may look up. So jobs
 finished more than ``archive_after`` ago move into ``<journal>.archive<suffix>``, which is written only
@@ -30,11 +30,15 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from hotfolder.jobrows import COLUMNS, JOB_COLUMNS_DDL, Job, possible_twin_rows, row_to_job, whole_check_can_wait
+from hotfolder.journal import queries
+from hotfolder.journal.model import Job
+from hotfolder.journal.opening import connect, set_meta, whole_check_can_wait
+from hotfolder.journal.queries import Reader
+from hotfolder.journal.rows import COLUMNS, JOB_COLUMNS_DDL
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS jobs (
@@ -51,26 +55,16 @@ def archive_path(journal: Path) -> Path:
     return journal.with_name(f"{journal.stem}.archive{journal.suffix}")
 
 
-class ArchiveDamaged(Exception):
-    """The archive failed its whole-file check; it has been moved aside to ``moved_to``."""
-
-    def __init__(self, moved_to: Path, detail: str) -> None:
-        super().__init__(f"archive failed its check ({detail}); moved aside to {moved_to}")
-        self.moved_to = moved_to
-        self.detail = detail
-
-
 class Archive:
     """Thread-safe. One connection writes (the archival pass, one at a time); a second one reads for
     the twin lookups, which in WAL mode never wait for a pass."""
 
-    def __init__(self, path: Path, *, clock: Any = time.time, check_every: float) -> None:
+    def __init__(self, path: Path, *, clock: Callable[[], float] = time.time, check_every: float) -> None:
         self.path = path
         self._clock = clock
         self._check_every = check_every
         self._write_lock = threading.Lock()
-        self._read_lock = threading.Lock()
-        self._writer = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._writer = connect(path)
         try:
             self._writer.execute("PRAGMA journal_mode=WAL")
             self._writer.execute("PRAGMA synchronous=FULL")
@@ -80,12 +74,11 @@ class Archive:
         except sqlite3.DatabaseError:
             self._writer.close()
             raise
-        self._reader = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._reader.execute("PRAGMA query_only=1")
+        self._reader = Reader(path)
 
     def close(self) -> None:
-        with self._write_lock, self._read_lock:
-            self._reader.close()
+        self._reader.close()
+        with self._write_lock:
             self._writer.close()
 
     # -- reading -----------------------------------------------------------------------------------
@@ -93,19 +86,13 @@ class Archive:
     def possible_twins(
         self, target: str, record: str | None, exclude: int, size: int, digests: Mapping[str, Any]
     ) -> list[Job]:
-        with self._read_lock:
-            rows = possible_twin_rows(self._reader, target, record, exclude, size, digests)
-        return [row_to_job(row) for row in rows]
+        return self._reader.run(queries.possible_twins, target, record, exclude, size, digests)
 
     def highest_id(self) -> int:
-        with self._read_lock:
-            (highest,) = self._reader.execute("SELECT MAX(id) FROM jobs").fetchone()
-        return int(highest or 0)
+        return self._reader.run(queries.highest_id)
 
     def count(self) -> int:
-        with self._read_lock:
-            (count,) = self._reader.execute("SELECT COUNT(*) FROM jobs").fetchone()
-        return int(count)
+        return self._reader.run(queries.count)
 
     # -- writing (the archival pass) -----------------------------------------------------------------
 
@@ -138,14 +125,14 @@ class Archive:
 
     def _set_meta(self, key: str, value: str) -> None:
         with self._write_lock:
-            self._writer.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+            set_meta(self._writer, key, value)
 
     # -- the whole-file check ------------------------------------------------------------------------
 
     def check(self) -> str:
         """Run ``PRAGMA quick_check`` over the whole file (seconds for a million rows from a cold disk;
         the archiving thread calls this, never a restart). Returns "ok" or SQLite's first complaint."""
-        checker = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+        checker = connect(self.path)
         try:
             (result,) = checker.execute("PRAGMA quick_check").fetchone()
         except sqlite3.DatabaseError as error:

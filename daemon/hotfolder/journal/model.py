@@ -1,0 +1,72 @@
+"""The values that cross the journal's interface, whatever stores them: a job as read back, a file
+about to become one, and what one step changes on it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from hotfolder.pipeline import State
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    target: str
+    record: str | None
+    group: str | None
+    name: str
+    relpath: str  # POSIX path relative to the inbox
+    size: int
+    mtime_ns: int
+    digests: Mapping[str, Any] | None
+    state: State
+    attempts: int
+    next_attempt_at: float
+    vendor: Mapping[str, Any]  # ids each step returned (never secrets)
+    last_error: Mapping[str, Any] | None
+    outcome_path: str | None
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+
+    @property
+    def finished(self) -> bool:
+        return self.finished_at is not None
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A file about to enter the journal."""
+
+    target: str
+    record: str | None
+    group: str | None
+    name: str
+    relpath: str
+    size: int
+    mtime_ns: int
+    state: State = State.HASH
+    last_error: Mapping[str, Any] | None = None
+
+
+@dataclass
+class StepRecord:
+    """What one step changes on a job; fields left at None are kept as they are."""
+
+    state: State
+    attempts: int
+    next_attempt_at: float = 0.0
+    vendor_update: Mapping[str, Any] | None = None
+    digests: Mapping[str, Any] | None = None
+    size: int | None = None
+    mtime_ns: int | None = None
+    last_error: Mapping[str, Any] | None = None
+    clear_error: bool = False
+    outcome_path: str | None = None
+    clear_outcome_path: bool = False  # the planned destination was not used (the file was taken away)
+    extra_vendor_removals: tuple[str, ...] = field(default_factory=tuple)
+    # Every vendor id at once (a resend sets the last send's ids aside); applied before the above.
+    vendor_replace: Mapping[str, Any] | None = None
+

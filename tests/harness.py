@@ -143,7 +143,9 @@ def rewrite_once_sent(site: Site, path: Path, new_bytes: bytes, sent: Callable[[
 def env_for_daemon() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
     env["FULCRUM_TOKEN"] = TOKEN
-    env["PYTHONPATH"] = str(ROOT)
+    # This checkout's sources first: an installed hotfolder (an editable install of another checkout)
+    # must not stand in for the code under test.
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "daemon"), str(ROOT)])
     return env
 
 

@@ -47,13 +47,16 @@ def test_installed_beside_python_daemon_both_work(wheel: Path, tmp_path: Path) -
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
+    # Only what is installed in the venv: a PYTHONPATH naming a checkout (its sources, its egg-info)
+    # would make pip skip the wheel as already installed, and the commands run the checkout.
+    env = {**os.environ, "PYTHONPATH": ""}
     # python-daemon first: a hotfolder that shipped a top-level "daemon" would overwrite its files.
-    _run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "python-daemon"])
-    _run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", str(wheel)])
+    _run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "python-daemon"], env=env)
+    _run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", str(wheel)], env=env)
 
-    version = _run([str(env_dir / "bin" / "hotfolder"), "--version"], cwd=tmp_path).stdout
+    version = _run([str(env_dir / "bin" / "hotfolder"), "--version"], cwd=tmp_path, env=env).stdout
     assert version.strip().startswith("hotfolder ")
-    module = _run([str(python), "-m", "hotfolder", "--version"], cwd=tmp_path).stdout
+    module = _run([str(python), "-m", "hotfolder", "--version"], cwd=tmp_path, env=env).stdout
     assert module == version
     # python-daemon's own package is intact: its DaemonContext imports, and every file its
     # distribution installed is still there.
@@ -63,9 +66,8 @@ def test_installed_beside_python_daemon_both_work(wheel: Path, tmp_path: Path) -
         "missing = [str(f) for f in files if not f.locate().exists()]\n"
         "print(daemon.DaemonContext.__name__, len(files), missing)"
     )
-    env = {**os.environ, "PYTHONPATH": ""}
     shown = _run([str(python), "-c", probe], cwd=tmp_path, env=env).stdout.split(" ", 2)
     assert shown[0] == "DaemonContext" and int(shown[1]) > 0 and shown[2].strip() == "[]"
     # And uninstalling hotfolder leaves python-daemon whole (no file of it belonged to both).
-    _run([str(python), "-m", "pip", "uninstall", "--quiet", "--yes", "hotfolder"])
+    _run([str(python), "-m", "pip", "uninstall", "--quiet", "--yes", "hotfolder"], env=env)
     assert _run([str(python), "-c", probe], cwd=tmp_path, env=env).stdout.split(" ", 2)[2].strip() == "[]"

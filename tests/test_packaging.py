@@ -54,8 +54,8 @@ def test_installed_beside_python_daemon_both_work(wheel: Path, tmp_path: Path) -
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
-    # As on a user's machine: no PYTHONPATH (one naming the sources, whose build leaves
-    # hotfolder.egg-info beside them, would make pip take hotfolder as installed already).
+    # Only what is installed in the venv: a PYTHONPATH naming a checkout (its sources, its egg-info)
+    # would make pip skip the wheel as already installed, and the commands run the checkout.
     env = {**os.environ, "PYTHONPATH": ""}
     # python-daemon first: a hotfolder that shipped a top-level "daemon" would overwrite its files.
     _run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "python-daemon"], env=env)

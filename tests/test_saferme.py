@@ -24,7 +24,7 @@ from hotfolder.errors import StepError
 from hotfolder.pipeline import OutcomeKind, State
 from hotfolder.sandbox import Sandbox
 from hotfolder.service import make_client
-from hotfolder.transfer import FileIdentity, hash_file, post_form
+from hotfolder.transfer import FileIdentity, FilePart, MultipartForm, hash_file, post_form
 from hotfolder.vendors.base import StepContext
 from hotfolder.vendors.saferme import SaferMe, saferme_error_detail
 from tests.harness import (
@@ -310,13 +310,8 @@ def _authorization(api: httpx.Client, content_type: str = "image/png") -> dict[s
 
 def _multipart(parts: list[tuple[str, str]], file: bytes, after: list[tuple[str, str]]) -> tuple[bytes, str]:
     """A form with fields, the file, and more fields after it (which S3 must ignore)."""
-    boundary = "b0undary"
-    chunks = [f'--{boundary}\r\nContent-Disposition: form-data; name="{n}"\r\n\r\n{v}\r\n'.encode() for n, v in parts]
-    chunks.append(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="pic.png"\r\n'
-                  "Content-Type: image/png\r\n\r\n".encode() + file + b"\r\n")
-    chunks += [f'--{boundary}\r\nContent-Disposition: form-data; name="{n}"\r\n\r\n{v}\r\n'.encode() for n, v in after]
-    chunks.append(f"--{boundary}--\r\n".encode())
-    return b"".join(chunks), f"multipart/form-data; boundary={boundary}"
+    form = MultipartForm([*parts, FilePart("file", "pic.png", "image/png", len(file)), *after])
+    return b"".join(form.body([file])), form.content_type
 
 
 def test_post_form_rules(ssite: Site, api: httpx.Client, tmp_path: Path) -> None:
@@ -361,8 +356,10 @@ def test_post_form_rules(ssite: Site, api: httpx.Client, tmp_path: Path) -> None
     assert chunked.status_code == 411
 
 
-def test_a_form_presigned_by_botocore_is_accepted(ssite: Site, tmp_path: Path) -> None:
-    """Our policy check is real SigV4: a form signed by an independent client passes it."""
+@pytest.mark.parametrize("name", ["a & b.txt", 'say "cheese", café\\.txt'])
+def test_a_form_presigned_by_botocore_is_accepted(ssite: Site, tmp_path: Path, name: str) -> None:
+    """Our policy check is real SigV4: a form signed by an independent client passes it. The file name,
+    quote and backslash and all, reaches ${filename} as it was (the writer's escaping undone)."""
     s3 = ssite.sandbox.s3
     client = botocore.session.get_session().create_client(
         "s3", endpoint_url=f"{ssite.sandbox.url}/s3", region_name=s3.signer.region,
@@ -373,12 +370,12 @@ def test_a_form_presigned_by_botocore_is_accepted(ssite: Site, tmp_path: Path) -
         "any-bucket", "up/${filename}", Fields={"success_action_status": "201"},
         Conditions=[["starts-with", "$key", "up/"], {"success_action_status": "201"}], ExpiresIn=60,
     )
-    path = tmp_path / "a & b.txt"
+    path = tmp_path / name
     path.write_bytes(b"signed elsewhere")
     with httpx.Client() as http:
         key = post_form(http, form["url"], form["fields"], path, FileIdentity.of(os.stat(path)),
                         filename=path.name, content_type="text/plain")
-    assert key == "up/a & b.txt"
+    assert key == f"up/{name}"
     blob = s3.store.get("any-bucket", key)
     assert blob is not None and blob.path.read_bytes() == b"signed elsewhere"
 

@@ -1,4 +1,4 @@
-"""transfer.py without S3: digests, file checks, URL redaction, and what goes on the wire.
+"""hotfolder.transfer without S3: digests, file checks, URL redaction, and what goes on the wire.
 
 The wire tests use a tiny stdlib HTTP server on 127.0.0.1 that records the request line,
 headers and body digest, and answers as told. The S3 judgement itself is tested against a

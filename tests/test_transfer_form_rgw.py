@@ -90,6 +90,21 @@ def test_filename_placeholder_and_xml_escaped_key(
     assert rgw.get_object_bytes(key) == b"small"
 
 
+def test_a_file_name_reaches_rgw_as_a_browser_would_send_it(
+    rgw: RGWServer, client: httpx.Client, prefix: str, tmp_path: Path
+) -> None:
+    """RGW keeps the text between the quotes as it stands: a backslash stays one backslash (a quoted-pair
+    escape would have doubled it), non-ASCII arrives as UTF-8, and a quote as the %22 it was written as."""
+    path = tmp_path / 'C:\\scans\\"été".jpg'
+    path.write_bytes(b"small")
+    url, fields = presign_form(rgw, prefix)
+
+    key = send(client, url, fields, path)
+
+    assert key == prefix + "C:\\scans\\%22été%22.jpg"
+    assert rgw.get_object_bytes(key) == b"small"
+
+
 def test_expired_policy_is_expired(rgw: RGWServer, client: httpx.Client, prefix: str, photo: Path) -> None:
     url, fields = presign_form(rgw, prefix, expires=1)
     time.sleep(2.1)

@@ -459,7 +459,9 @@ def s3_error_response(error: S3Error) -> Response:
 POST_FIELDS_LIMIT = 20 * 1024  # S3: MaxPostPreDataLengthExceeded beyond this before the file part
 MAX_PART_HEADERS = 8 * 1024
 _UNCOVERED_OK = frozenset({"file", "policy", "x-amz-signature"})
-_DISPOSITION_PARAM = re.compile(r';\s*([A-Za-z0-9_*.-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
+# A quoted value has no backslash escapes: browsers send a backslash as it is (a quote as %22), and RGW
+# reads it so.
+_DISPOSITION_PARAM = re.compile(r';\s*([A-Za-z0-9_*.-]+)\s*=\s*("[^"]*"|[^;]*)')
 _POST_PATH = re.compile(r"^/s3/(?P<bucket>[^/]+)/?$")
 
 
@@ -513,7 +515,7 @@ def _malformed(message: str = "The body of your POST request is not well-formed 
 def _unquote_param(value: str) -> str:
     value = value.strip()
     if len(value) >= 2 and value[0] == value[-1] == '"':
-        value = re.sub(r"\\(.)", r"\1", value[1:-1])
+        value = value[1:-1]
     # Browsers (and hotfolder) write a quote or line break in a name as %22, %0D, %0A.
     return value.replace("%22", '"').replace("%0D", "\r").replace("%0A", "\n")
 

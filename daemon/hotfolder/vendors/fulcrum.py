@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import mimetypes
 import uuid
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -33,7 +32,7 @@ import httpx
 from hotfolder import resend
 from hotfolder.errors import StepError
 from hotfolder.pipeline import OutcomeKind
-from hotfolder.transfer import check_unchanged, iter_file, open_checked
+from hotfolder.transfer import FilePart, MultipartForm, check_unchanged, iter_file, open_checked
 from hotfolder.vendors.base import Ids, StepContext, Vendor, require
 
 API = "/api/v2"
@@ -252,17 +251,20 @@ class Fulcrum(Vendor):
         return True
 
     def _post_photo(self, ctx: StepContext, access_key: str) -> None:
-        """One multipart POST, the file streamed from disk with an exact Content-Length.
+        """One multipart POST: the access key, then the file, exactly the hashed bytes streamed from disk.
 
-        Not httpx's ``files=``: that measures the file with fstat when the request is built (the
-        file as it is now, not as hashed) and reads it to EOF, so a file that grew would overrun
-        the length it announced. Here exactly the hashed bytes are sent, as put_presigned does.
+        Framed by :class:`~hotfolder.transfer.MultipartForm`, not httpx's ``files=``, which measures the
+        file as it is when the request is built, not as hashed, and reads it to its end.
         """
-        form = PhotoForm(access_key, ctx.name, ctx.identity.size)
+        content_type = mimetypes.guess_type(ctx.name)[0] or "application/octet-stream"
+        form = MultipartForm(
+            [("photo[access_key]", access_key), FilePart("photo[file]", ctx.name, content_type, ctx.identity.size)]
+        )
         headers = {**self._headers, "Content-Type": form.content_type, "Content-Length": str(form.length)}
         check_unchanged(ctx.path, ctx.identity)
         with open_checked(ctx.path, ctx.identity) as f:
-            self.call("POST", f"{API}/photos.json", "upload: post photo", content=form.body(f), headers=headers)
+            body = form.body(iter_file(f, ctx.identity.size))
+            self.call("POST", f"{API}/photos.json", "upload: post photo", content=body, headers=headers)
         try:
             check_unchanged(ctx.path, ctx.identity)
         except StepError as error:
@@ -273,43 +275,3 @@ class Fulcrum(Vendor):
 
 def _holds(item: Any, id_key: str, ids: set[str]) -> bool:
     return isinstance(item, dict) and item.get(id_key) is not None and str(item[id_key]) in ids
-
-
-class PhotoForm:
-    """The ``multipart/form-data`` body of a photo POST: the access key, then the file, streamed."""
-
-    def __init__(self, access_key: str, filename: str, size: int) -> None:
-        self.boundary = uuid.uuid4().hex
-        self.size = size
-        content_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
-        self.head = (
-            self._part_header('name="photo[access_key]"') + access_key.encode() + b"\r\n"
-            + self._part_header(f'name="photo[file]"; filename="{_quoted(filename)}"', content_type)
-        )
-        self.tail = f"\r\n--{self.boundary}--\r\n".encode()
-
-    def _part_header(self, disposition: str, content_type: str | None = None) -> bytes:
-        lines = [f"--{self.boundary}", f"Content-Disposition: form-data; {disposition}"]
-        if content_type:
-            lines.append(f"Content-Type: {content_type}")
-        return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-    @property
-    def content_type(self) -> str:
-        return f"multipart/form-data; boundary={self.boundary}"
-
-    @property
-    def length(self) -> int:
-        return len(self.head) + self.size + len(self.tail)
-
-    def body(self, f: Any) -> Iterator[bytes]:
-        yield self.head
-        yield from iter_file(f, self.size)
-        yield self.tail
-
-
-def _quoted(filename: str) -> str:
-    # As browsers do (HTML's multipart encoding): CR, LF and '"' percent-encoded, the rest as UTF-8.
-    return filename.replace("\r", "%0D").replace("\n", "%0A").replace('"', "%22")
-
-

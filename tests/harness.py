@@ -126,14 +126,18 @@ def run_once_in_process(site: Site) -> int:
 
 
 def rewrite_once_sent(site: Site, path: Path, new_bytes: bytes, sent: Callable[[], Any]) -> None:
-    """Run the daemon; once ``sent()`` says the file's bytes reached the vendor, rewrite the file
-    with ``new_bytes`` (the test holds the link with a delay fault); return when every job is finished."""
+    """Run the daemon; once ``sent()`` says the file's bytes reached the vendor and the job has
+    reached its link (which the test holds with a delay fault), rewrite the file with ``new_bytes``;
+    return when every job is finished. Waiting for the link, not only for the vendor's request log,
+    keeps the rewrite after the upload step's own check, which would otherwise see it first."""
+    from hotfolder.pipeline import State
     from hotfolder.service import Daemon
 
     daemon = Daemon(site.settings())
     daemon.start()
     try:
-        wait_for(sent, what="the first bytes at the vendor")
+        wait_for(lambda: sent() and any(job.state is State.LINK for job in site.jobs()),
+                 what="the first bytes at the vendor and the job at its link")
         path.write_bytes(new_bytes)
         wait_for(lambda: (jobs := site.jobs()) and all(job.finished for job in jobs), what="every job to finish")
     finally:

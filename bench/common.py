@@ -61,6 +61,17 @@ def parse_size(text: str) -> int:
     return int(float(match.group(1)) * multiplier)
 
 
+def parse_duration_arg(text: str) -> float:
+    """``50ms``, ``2s``, ``1m``, ``0.3``: seconds, as the daemon's config reads durations."""
+    from hotfolder.config import parse_duration
+    from hotfolder.errors import ConfigError
+
+    try:
+        return parse_duration(text, "duration")
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def parse_sizes(text: str) -> list[int]:
     return [parse_size(part) for part in text.split(",") if part.strip()]
 
@@ -227,6 +238,7 @@ class SandboxProcess:
         fulcrum_records: Iterable[str] = (),
         espocrm_max_upload: int | None = None,
         presign_expires: int = 3600,
+        latency: float = 0.0,
     ) -> None:
         self.inbox = inbox
         self.args = [PYTHON, str(Path(__file__).resolve()), "serve-sandbox", "--data", str(data)]
@@ -241,6 +253,8 @@ class SandboxProcess:
         if espocrm_max_upload is not None:
             self.args += ["--espocrm-max-upload", str(espocrm_max_upload)]
         self.args += ["--presign-expires", str(presign_expires)]
+        if latency > 0:
+            self.args += ["--latency", str(latency)]
         self.process: subprocess.Popen[str] | None = None
         self.url = ""
 
@@ -297,6 +311,8 @@ def serve_sandbox(argv: Sequence[str]) -> int:
     parser.add_argument("--records-file", type=Path)
     parser.add_argument("--espocrm-max-upload", type=int)
     parser.add_argument("--presign-expires", type=int, default=3600)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every answer, as a remote "
+                        "vendor's round trip")
     args = parser.parse_args(argv)
 
     from hotfolder.demo import seed
@@ -310,6 +326,9 @@ def serve_sandbox(argv: Sequence[str]) -> int:
             sandbox.fulcrum.add_record(record, form_values={})
     if args.espocrm_max_upload is not None:
         sandbox.espocrm.max_upload_size = args.espocrm_max_upload
+    if args.latency > 0:
+        # Every vendor and S3 request waits this long before it is answered (control paths do not).
+        sandbox.add_fault("*", r"^/", action="delay", delay=args.latency, count=2**62)
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     signal.signal(signal.SIGINT, lambda *_: stopped.set())

@@ -42,7 +42,8 @@ class FileReadyAfterWaiting:
 
 @dataclass(frozen=True, slots=True)
 class FileQueued:
-    """A ready file became a job."""
+    """A ready file became a job. The workers are woken before these go out (a large batch of log
+    lines would hold them back), so a job's first StepEnded may come before its FileQueued."""
 
     job: Job
 

@@ -187,9 +187,10 @@ def value_schema(parse: Callable[..., Any]) -> dict[str, Any]:
     outer = qualname.split(".")[0].lstrip("_")
     if "<locals>" not in qualname and outer in _PLAIN_KINDS:
         return _ref(_PLAIN_KINDS[outer])
-    if outer in _MADE_KINDS:
+    code = getattr(parse, "__code__", None)
+    if outer in _MADE_KINDS and code is not None:
         argument, make = _MADE_KINDS[outer]
-        cells = dict(zip(parse.__code__.co_freevars, parse.__closure__ or (), strict=True))
+        cells = dict(zip(code.co_freevars, getattr(parse, "__closure__", None) or (), strict=True))
         if argument in cells:
             return make(cells[argument].cell_contents)
     raise SchemaError(f"no JSON Schema for the config parser {qualname}: add it to hotfolder/configschema.py")

@@ -1,4 +1,4 @@
-"""The `hotfolder` command: run, once, status, retry, check-config, demo. Thin on purpose."""
+"""The `hotfolder` command: run, once, status, retry, check-config, config-schema, demo. Thin on purpose."""
 
 from __future__ import annotations
 
@@ -53,6 +53,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     settings = _load(Path(args.file))
     names = ", ".join(f"{name} ({target.vendor})" for name, target in settings.targets.items())
     print(f"{args.file}: ok — inbox {settings.inbox}, targets: {names}")
+    return 0
+
+
+def cmd_config_schema(args: argparse.Namespace) -> int:
+    from hotfolder.configschema import config_schema
+
+    print(json.dumps(config_schema(), indent=2, ensure_ascii=False))
     return 0
 
 
@@ -217,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate a config file without starting")
     check.add_argument("file")
     check.set_defaults(func=cmd_check_config)
+    commands.add_parser("config-schema", help="print the config file's JSON Schema").set_defaults(
+        func=cmd_config_schema
+    )
     demo = commands.add_parser("demo", help="run against the built-in local simulator")
     demo.add_argument("--dir", default="hotfolder-demo", help="where the demo inbox/done/failed live")
     demo.add_argument("--port", type=int, default=8787, help="simulator port on 127.0.0.1 (0: any free port)")

@@ -46,7 +46,7 @@ class StepContext:
         return Path(self.name).stem
 
     def template_values(self) -> dict[str, str]:
-        """What a name/title/caption template may use (config.TEMPLATE_FIELDS); "" where there is none."""
+        """What a name/title/caption template may use (options.TEMPLATE_FIELDS); "" where there is none."""
         return {
             "name": self.name,
             "stem": self.stem,
@@ -60,7 +60,6 @@ class StepContext:
 class Vendor:
     """Base adapter: every verb is a no-op until a vendor overrides it."""
 
-    vendor_name: ClassVar[str] = ""
     # A file in a group folder (inbox/<t>/<record>/<group>/) that describes the group instead of
     # being uploaded, e.g. Visibuild's ticket.yaml. None: this vendor has no group folders.
     manifest_name: ClassVar[str | None] = None
@@ -98,7 +97,7 @@ class Vendor:
         ``members`` includes ``ctx``; all of them have finished upload/finalize. The ids returned
         are recorded on every member.
         """
-        raise NotImplementedError(f"{self.vendor_name} has no group folders")
+        raise NotImplementedError(f"{self.target.vendor} has no group folders")
 
     def link_key(self, ctx: StepContext) -> tuple[str, ...]:
         """Links sharing a key never run at once (records without optimistic concurrency)."""

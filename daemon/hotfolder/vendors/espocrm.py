@@ -42,7 +42,6 @@ FALLBACK_MIME = "application/octet-stream"
 
 
 class EspoCRM(Vendor):
-    vendor_name = "espocrm"
     digests = ("sha256",)
 
     # -- requests -------------------------------------------------------------------------------

@@ -55,7 +55,6 @@ def content_type_of(name: str) -> str:
 
 
 class SaferMe(Vendor):
-    vendor_name = "saferme"
     digests = ("sha256",)
 
     def __init__(self, target: TargetSettings, client: httpx.Client) -> None:

@@ -54,6 +54,7 @@ from hotfolder.config import TargetSettings
 from hotfolder.errors import StepError, from_response
 from hotfolder.pipeline import OutcomeKind
 from hotfolder.vendors.base import Ids, StepContext, Vendor, require
+from hotfolder.vendors.visibuild_options import SET_BY_HOTFOLDER
 
 API = "/api/core/v1"
 DEFAULT_TOKEN_PATH = "/oauth/token"
@@ -65,7 +66,7 @@ ATTEMPTED = "ticket_create_attempted"
 ATTEMPTED_KEYS = "ticket_create_keys"
 CONFIRMED_BY_422 = "422 already associated"
 # Ticket fields hotfolder sets itself; a ticket.yaml must not set them.
-OWN_FIELDS = ("projectId", "attachmentKeys")
+OWN_FIELDS = tuple(SET_BY_HOTFOLDER)
 _ALREADY_ASSOCIATED = re.compile(r"already\s+(?:been\s+)?associated", re.IGNORECASE)
 # Only the built-in table, not /etc/mime.types: the type must not change with the host it runs on.
 _MIME_TYPES = mimetypes.MimeTypes()
@@ -77,12 +78,11 @@ def content_type_of(name: str) -> str:
 
 
 def render_title(template: str, ctx: StepContext) -> str:
-    """The title template over the fields config.TEMPLATE_FIELDS names; the file name if it comes out empty."""
+    """The title template over the fields options.TEMPLATE_FIELDS names; the file name if it comes out empty."""
     return template.format_map(ctx.template_values()).strip() or ctx.name
 
 
 class Visibuild(Vendor):
-    vendor_name = "visibuild"
     digests = ("md5",)
     manifest_name = "ticket.yaml"
 

@@ -22,6 +22,7 @@ from hotfolder.logsetup import configure_logging, register_secret
 
 DEFAULT_CONFIG = "/etc/hotfolder/config.yaml"
 EXIT_CONFIG = 2
+EXIT_ONLINE = 1  # the file is valid, but a vendor refused what it says
 
 
 def _config_path(args: argparse.Namespace) -> Path:
@@ -53,7 +54,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     settings = _load(Path(args.file))
     names = ", ".join(f"{name} ({target.vendor})" for name, target in settings.targets.items())
     print(f"{args.file}: ok — inbox {settings.inbox}, targets: {names}")
-    return 0
+    if not args.online:
+        return 0
+    from hotfolder.online import check_targets  # imported late: the offline check loads no HTTP client
+
+    checks = check_targets(settings)
+    for check in checks:
+        print(check.line(), file=sys.stdout if check.ok else sys.stderr)
+    return 0 if all(check.ok for check in checks) else EXIT_ONLINE
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -216,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     retry.set_defaults(func=cmd_retry)
     check = commands.add_parser("check-config", help="validate a config file without starting")
     check.add_argument("file")
+    check.add_argument("--online", action="store_true",
+                       help="also ask each target's vendor, with reads only, whether its credentials and field work")
     check.set_defaults(func=cmd_check_config)
     demo = commands.add_parser("demo", help="run against the built-in local simulator")
     demo.add_argument("--dir", default="hotfolder-demo", help="where the demo inbox/done/failed live")

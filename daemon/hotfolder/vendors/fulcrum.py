@@ -29,6 +29,8 @@ class FulcrumAttachments(FulcrumRecords):
     digests = ("sha256",)
     item_id = "attachment_id"
     journal_id = "attachment_id"
+    element_type = "AttachmentField"
+    field_noun = "an attachment"
 
     @property
     def _owner_type(self) -> str:

@@ -83,6 +83,10 @@ class FulcrumLayers(FulcrumApi):
         # Every layer create of the account in turn, so that no two of ours can be mistaken for each other.
         return ("fulcrum-layers", self.target.url)
 
+    def check(self, record: str | None) -> str:
+        next(self._listing("/layers.json", "layers", "check: list layers", per_page=1), None)
+        return "token accepted (layers have no field to check)"
+
     # -- helpers --------------------------------------------------------------------------------
 
     def _name(self, ctx: StepContext) -> str:

@@ -29,6 +29,8 @@ class FulcrumPhotos(FulcrumRecords):
     digests = ("sha256",)
     item_id = "photo_id"
     journal_id = PHOTO_KEY
+    element_type = "PhotoField"
+    field_noun = "a photo"
 
     def upload(self, ctx: StepContext) -> Ids:
         access_key = ctx.ids.get(PHOTO_KEY)

@@ -1,4 +1,4 @@
-"""A file in a field of a Fulcrum record: what attachments and photos share (the link).
+"""A file in a field of a Fulcrum record: what attachments and photos share (the link, the check).
 
 API facts (docs/vendors.md, Fulcrum): records have no optimistic concurrency (``version`` is
 read-only, no If-Match, no 409), and both PUT and PATCH replace a field's whole array. So the link
@@ -6,6 +6,10 @@ reads the record, appends our item unless an item with our id is already there, 
 record back; two links to one record never run at once (the runner serialises on ``link_key``). Item
 shapes: ``{"attachment_id", "name"}`` in an attachment field, ``{"photo_id", "caption"}`` in a photo
 field.
+
+The online check lists the account's forms (``GET /api/v2/forms.json``) and looks for the configured
+field key among each form's elements, Sections included: a field inside a repeatable section is
+not a field of the record, and the link could not write it.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import Any, ClassVar
 from urllib.parse import quote
 
 from hotfolder import resend
-from hotfolder.vendors.base import Ids, StepContext, require
+from hotfolder.vendors.base import CheckFailed, Ids, StepContext, require
 from hotfolder.vendors.fulcrum_api import API, FulcrumApi
 
 
@@ -23,6 +27,8 @@ class FulcrumRecords(FulcrumApi):
 
     item_id: ClassVar[str]  # the item's key that holds our id in the field: "attachment_id", "photo_id"
     journal_id: ClassVar[str]  # the job id that holds that id in the journal (its earlier values go stale)
+    element_type: ClassVar[str]  # the form element type of a field that holds such items
+    field_noun: ClassVar[str]  # "an attachment", for the check's sentences
 
     @property
     def _headers(self) -> dict[str, str]:
@@ -78,6 +84,40 @@ class FulcrumRecords(FulcrumApi):
         (a job that lost its journal), or None. Only attachments can tell: see FulcrumAttachments."""
         return None
 
+    # -- the online check -----------------------------------------------------------------------
+
+    def check(self, record: str | None) -> str:
+        field = str(self.target.option("field"))
+        found = [
+            (form, kind)
+            for form in self._listing("/forms.json", "forms", "check: list forms")
+            if (kind := _element_type(form.get("elements"), field)) is not None
+        ]
+        right = [form for form, kind in found if kind == self.element_type]
+        if right:
+            more = f" (and {len(right) - 1} more)" if len(right) > 1 else ""
+            return f"token accepted; field {field} is {self.field_noun} field of {_form(right[0])}{more}"
+        if found:
+            form, kind = found[0]
+            raise CheckFailed(f"field {field} is not {self.field_noun} field of {_form(form)} (its type is {kind})")
+        raise CheckFailed(f"field {field} is in no form of this account (outside repeatable sections)")
+
 
 def _holds(item: Any, id_key: str, ids: set[str]) -> bool:
     return isinstance(item, dict) and item.get(id_key) is not None and str(item[id_key]) in ids
+
+
+def _element_type(elements: Any, key: str) -> str | None:
+    """The type of the element with this key, searching into Sections (not Repeatables); None if absent."""
+    for element in elements if isinstance(elements, list) else ():
+        if not isinstance(element, dict):
+            continue
+        if element.get("key") == key:
+            return str(element.get("type"))
+        if element.get("type") == "Section" and (inner := _element_type(element.get("elements"), key)):
+            return inner
+    return None
+
+
+def _form(form: dict[str, Any]) -> str:
+    return f"form {form.get('name')!r} ({form.get('id')})"

@@ -62,6 +62,7 @@ DEFAULT_CONTENT_TYPE = "application/octet-stream"
 SCOPE = "read write"  # without "write" the token may be read-only (docs/vendors.md, Visibuild)
 RENEW_MARGIN = 60.0  # seconds before expiry at which a cached token is replaced
 DEFAULT_TOKEN_LIFETIME = 3600.0  # when the token answer has no usable expires_in
+NO_SUCH_TICKET = "00000000-0000-0000-0000-000000000000"  # the nil UUID: no ticket has it
 ATTEMPTED = "ticket_create_attempted"
 ATTEMPTED_KEYS = "ticket_create_keys"
 CONFIRMED_BY_422 = "422 already associated"
@@ -144,6 +145,16 @@ class Visibuild(Vendor):
             "attachmentKeys": [_key_of(member) for member in members],
         }
         return self._create_ticket(ctx, members, body, f"link: create ticket for {ctx.group}/")
+
+    # -- the online check ---------------------------------------------------------------------------
+
+    def check(self, record: str | None) -> str:
+        """Visibuild documents no read of a project or of ticket fields; what a read can show is that
+        the API takes our token. With client credentials, getting one (POST /oauth/token) checks them."""
+        credentials = "token" if self.target.option("token") is not None else "client credentials"
+        self._api("GET", f"{API}/tickets/{NO_SUCH_TICKET}/attachments", "check: look up a ticket", ok=(200, 404))
+        return (f"{credentials} accepted; projects, ticket fields and the write scope not checked "
+                "(Visibuild documents no read for them)")
 
     # -- ticket creation, at most once ------------------------------------------------------------
 

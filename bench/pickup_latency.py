@@ -33,7 +33,7 @@ from common import (
     write_config,
 )
 
-from hotfolder.config import parse_duration
+from hotfolder.options import parse_duration
 
 MARGIN = 0.5
 RECORDS = 10

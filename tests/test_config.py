@@ -9,18 +9,10 @@ from typing import Any
 import pytest
 import yaml
 
-from hotfolder.config import (
-    DEFAULT_IGNORE,
-    SECRET_KEYS,
-    VENDOR_OPTIONS,
-    Settings,
-    load_settings,
-    parse_duration,
-    parse_settings,
-    parse_size,
-    secret_values,
-)
+from hotfolder.config import DEFAULT_IGNORE, Settings, load_settings, parse_settings, secret_values
 from hotfolder.errors import ConfigError
+from hotfolder.options import parse_duration, parse_size
+from hotfolder.vendors import SECRET_KEYS, VENDOR_OPTIONS
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "s3cr3t-VALUE-never-shown"

@@ -220,7 +220,7 @@ def test_the_adapter_alone_also_keeps_a_hostile_record_id_in_one_segment(site: S
     target = site.settings().targets["fulcrum"]
     hostile = ["../rec-2", "rec-1/../rec-2", "/rec-2", "nul\x00byte", "..", "."]
     with httpx.Client(base_url=target.url) as client:
-        adapter = adapter_class("fulcrum")(target, client)
+        adapter = adapter_class(target)(target, client)
         for record in hostile:
             ctx = StepContext(
                 job_id=1, target="fulcrum", record=record, group=None, name="a.pdf", path=tmp_path / "a.pdf",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.metadata
 import json
 import os
 import signal
@@ -22,6 +21,7 @@ from hotfolder.logsetup import configure_logging, register_secret
 
 DEFAULT_CONFIG = "/etc/hotfolder/config.yaml"
 EXIT_CONFIG = 2
+EXIT_ONLINE = 1  # the file is valid, but a vendor refused what it says
 
 
 def _config_path(args: argparse.Namespace) -> Path:
@@ -53,7 +53,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     settings = _load(Path(args.file))
     names = ", ".join(f"{name} ({target.vendor})" for name, target in settings.targets.items())
     print(f"{args.file}: ok — inbox {settings.inbox}, targets: {names}")
-    return 0
+    if not args.online:
+        return 0
+    from hotfolder.online import check_targets  # imported late: the offline check loads no HTTP client
+
+    checks = check_targets(settings)
+    for check in checks:
+        print(check.line(), file=sys.stdout if check.ok else sys.stderr)
+    return 0 if all(check.ok for check in checks) else EXIT_ONLINE
 
 
 def cmd_config_schema(args: argparse.Namespace) -> int:
@@ -193,15 +200,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _version() -> str:
+    import importlib.metadata  # here, not at the top: only --version needs it, and every command paid for it
+
     try:
         return importlib.metadata.version("hotfolder")
     except importlib.metadata.PackageNotFoundError:
         return "unknown (not installed)"
 
 
+class _VersionAction(argparse.Action):
+    """``--version``, reading the installed version only when asked (argparse's own wants it up front)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest=dest, default=argparse.SUPPRESS, nargs=0, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: object, **_kwargs: object) -> None:
+        print(f"hotfolder {_version()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hotfolder", description="Turn a folder into an upload pipeline.")
-    parser.add_argument("--version", action="version", version=f"hotfolder {_version()}")
+    parser.add_argument("--version", action=_VersionAction, help="show the version and exit")
     commands = parser.add_subparsers(dest="command", required=True)
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -223,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     retry.set_defaults(func=cmd_retry)
     check = commands.add_parser("check-config", help="validate a config file without starting")
     check.add_argument("file")
+    check.add_argument("--online", action="store_true",
+                       help="also ask each target's vendor, with reads only, whether its credentials and field work")
     check.set_defaults(func=cmd_check_config)
     commands.add_parser("config-schema", help="print the config file's JSON Schema").set_defaults(
         func=cmd_config_schema

@@ -4,35 +4,31 @@ Theory of operation
 -------------------
 The raw YAML tree is walked once. Every mapping is read through a :class:`_Section` that
 knows its dotted key (``targets.fulcrum.token``), refuses keys it does not know, and hands
-each value to a small parser ``(value, key) -> typed value``. So every refusal is a
-:class:`~hotfolder.errors.ConfigError` naming the key, what was expected and what was found,
-and nothing half-checked ever reaches the daemon.
+each value to a small parser ``(value, key) -> typed value`` (``hotfolder.options``). So every
+refusal is a :class:`~hotfolder.errors.ConfigError` naming the key, what was expected and what
+was found, and nothing half-checked ever reaches the daemon.
 
-Vendor options are data, not code: :data:`VENDOR_OPTIONS` says, per vendor, each key's
-parser, whether it is required, its default and whether it is a secret. A few rules that
-span keys (Visibuild's two credential forms) live in :data:`VENDOR_RULES`.
+Vendor options are data, not code, and each vendor owns its own: the registry
+(:mod:`hotfolder.vendors`) hands out, per vendor, the table of its keys (parser, required,
+default, secret) and the rule that spans keys (Visibuild's two credential forms), declared beside
+its adapter in ``vendors/<name>_options.py``. This module knows only the keys every target has.
 
 Secrets. ``${VAR}`` in any string value is replaced from the environment when that value is
 read. Error messages never show the value of a secret key, nor any text that came from the
 environment (it may be a secret pasted into a non-secret key); they name the key and the
 variable instead. :func:`secret_values` lists every secret so the logger can redact it.
 
-Units. Durations: ``500ms``, ``5s``, ``2m``, ``1h`` or a bare number of seconds. Sizes: bytes,
-or ``K``/``M``/``G`` with optional ``B`` or ``iB``; all of them are powers of 1024
-(``20MB`` = ``20MiB`` = 20,971,520 bytes) because chunk sizes are what they size, and a
-decimal megabyte there would only surprise.
+Units (durations, sizes) are described in :mod:`hotfolder.options`.
 """
 
 from __future__ import annotations
 
 import difflib
 import itertools
-import math
 import os
 import re
 import unicodedata
-import urllib.parse
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -41,6 +37,24 @@ from typing import Any
 import yaml
 
 from hotfolder.errors import ConfigError
+from hotfolder.options import (
+    FromEnv,
+    Option,
+    Parser,
+    absolute_path,
+    auto_or_duration,
+    boolean,
+    choice,
+    duration,
+    found,
+    integer,
+    patterns,
+    positive_number,
+    refuse,
+    required,
+    url,
+)
+from hotfolder.vendors import REGISTRY, VENDOR_OPTIONS, VENDORS
 
 DEFAULT_IGNORE: tuple[str, ...] = (
     ".*",
@@ -55,17 +69,9 @@ DEFAULT_IGNORE: tuple[str, ...] = (
     "@eaDir/",
 )
 
-VENDORS: tuple[str, ...] = ("fulcrum", "fulcrum-layers", "visibuild", "saferme", "espocrm")
 WATCH_METHODS: tuple[str, ...] = ("auto", "native", "polling")
 LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error")
 DUPLICATE_POLICIES: tuple[str, ...] = ("skip", "attach")
-
-# Placeholders a name/title/caption template may use; adapters fill every one of them
-# (an absent record or group is ""). Checked at load so a typo fails now, not at upload.
-TEMPLATE_FIELDS: tuple[str, ...] = ("name", "stem", "suffix", "target", "record", "group")
-
-# The key names that hold secrets in any vendor table (kept in step by a test).
-SECRET_KEYS: frozenset[str] = frozenset({"token", "client_secret", "api_key", "secret", "password"})
 
 
 # --- the settings ------------------------------------------------------------------------------
@@ -127,55 +133,6 @@ class Settings:
     archive_after: float  # seconds after which a finished job moves to the journal's archive
 
 
-# --- describing values without leaking them ----------------------------------------------------
-
-
-class _FromEnv(str):
-    """Text that took some of its value from the environment; an error never echoes it."""
-
-    __slots__ = ()
-
-
-def _kind(value: object) -> str:
-    if value is None:
-        return "nothing (null)"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, str):
-        return "text"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, list | tuple):
-        return "a list"
-    if isinstance(value, Mapping):
-        return "a mapping"
-    return f"a {type(value).__name__}"
-
-
-def _found(value: object, secret: bool = False) -> str:
-    """What was found, for an error message: the value itself only when it is safe to show."""
-    if value is None or isinstance(value, list | tuple | Mapping):
-        return _kind(value)
-    if secret:
-        return f"{_kind(value)} (a secret: value not shown)"
-    if isinstance(value, _FromEnv):
-        return f"{_kind(value)} from the environment (value not shown)"
-    if isinstance(value, bool):
-        return f"the boolean {str(value).lower()}"
-    if isinstance(value, str):
-        shown = value if len(value) <= 60 else value[:57] + "..."
-        return f"the text {shown!r}"
-    if isinstance(value, int | float):
-        return f"{_kind(value)} {value!r}"
-    return _kind(value)
-
-
-def _refuse(key: str, expected: str, value: object, secret: bool = False) -> ConfigError:
-    return ConfigError(key, f"expected {expected}, found {_found(value, secret)}")
-
-
 # --- ${VAR} substitution -----------------------------------------------------------------------
 
 _REFERENCE = re.compile(r"\$\{([^}]*)\}")
@@ -202,7 +159,7 @@ def _expand_text(text: str, key: str, environ: Mapping[str, str]) -> str:
     rest = text[position:]
     if "${" in rest:
         raise ConfigError(key, "contains '${' without a closing '}'; expected ${NAME}")
-    return _FromEnv("".join(pieces) + rest)
+    return FromEnv("".join(pieces) + rest)
 
 
 def _expand(value: object, key: str, environ: Mapping[str, str]) -> object:
@@ -216,343 +173,23 @@ def _expand(value: object, key: str, environ: Mapping[str, str]) -> object:
     return value
 
 
-# --- units -------------------------------------------------------------------------------------
-
-_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-_SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(?:([kmg])(?:i?b)?|(b))?", re.IGNORECASE)
-_SIZE_UNITS = {None: 1, "k": 1024, "m": 1024**2, "g": 1024**3}
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def parse_duration(value: object, key: str) -> float:
-    """Seconds from ``500ms``, ``5s``, ``2m``, ``1h``, ``30d`` or a bare number of seconds; never negative."""
-    expected = "a duration such as 500ms, 5s, 2m, 1h or 30d (a bare number means seconds)"
-    if _is_number(value):
-        seconds = float(value)  # type: ignore[arg-type]
-    elif isinstance(value, str) and (match := _DURATION.fullmatch(value.strip())):
-        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-    else:
-        raise _refuse(key, expected, value)
-    if not math.isfinite(seconds) or seconds < 0:
-        raise _refuse(key, expected, value)
-    return seconds
-
-
-def parse_size(value: object, key: str) -> int:
-    """Bytes from ``512``, ``20KB``, ``20MB``, ``1GB`` (also K/M/G, KiB/MiB/GiB): all powers of 1024."""
-    expected = "a size such as 512, 20KB, 4MB or 1GB (K/M/G are powers of 1024)"
-    if isinstance(value, int) and not isinstance(value, bool):
-        number, multiplier = float(value), 1
-    elif isinstance(value, str) and (match := _SIZE.fullmatch(value.strip())):
-        number = float(match.group(1))
-        multiplier = _SIZE_UNITS[(match.group(2) or "").lower() or None]
-    else:
-        raise _refuse(key, expected, value)
-    size = number * multiplier
-    # A fraction of a byte is a typo, not a size; fractions of a unit (1.5GB) are fine.
-    if not math.isfinite(size) or size < 0 or (multiplier == 1 and not number.is_integer()):
-        raise _refuse(key, expected, value)
-    return int(size)
-
-
-# --- value parsers: (value, key) -> typed value ------------------------------------------------
-
-Parser = Callable[[object, str], Any]
-
-
-def _text(value: object, key: str) -> str:
-    if not isinstance(value, str):
-        raise _refuse(key, "text", value)
-    return str(value)  # drop the _FromEnv marker: settings hold plain str
-
-
-def _nonempty_text(value: object, key: str) -> str:
-    text = _text(value, key)
-    if not text.strip():
-        raise ConfigError(key, "expected non-empty text, found empty text")
-    return text
-
-
-def _secret(value: object, key: str) -> str:
-    if not isinstance(value, str):
-        raise _refuse(key, "text", value, secret=True)
-    if not value.strip():
-        raise ConfigError(key, "is empty (if it comes from ${VAR}, that variable is set but empty)")
-    return str(value)
-
-
-def _id_text(value: object, key: str) -> str:
-    # Ids written bare in YAML arrive as integers; they are identifiers, so keep them as text.
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    return _nonempty_text(value, key)
-
-
-def _boolean(value: object, key: str) -> bool:
-    if not isinstance(value, bool):
-        raise _refuse(key, "true or false", value)
-    return value
-
-
-def _integer(minimum: int) -> Parser:
-    def parse(value: object, key: str) -> int:
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            raise _refuse(key, f"a whole number of at least {minimum}", value)
-        return value
-
-    return parse
-
-
-def _positive_number(value: object, key: str) -> float:
-    if not _is_number(value) or not math.isfinite(value) or value <= 0:  # type: ignore[arg-type]
-        raise _refuse(key, "a number greater than 0", value)
-    return float(value)  # type: ignore[arg-type]
-
-
-def _choice(*choices: str) -> Parser:
-    def parse(value: object, key: str) -> str:
-        if not isinstance(value, str) or value not in choices:
-            raise _refuse(key, f"one of {', '.join(choices)}", value)
-        return str(value)
-
-    return parse
-
-
-def _duration(*, positive: bool) -> Parser:
-    def parse(value: object, key: str) -> float:
-        seconds = parse_duration(value, key)
-        if positive and seconds <= 0:
-            raise _refuse(key, "a duration greater than 0", value)
-        return seconds
-
-    return parse
-
-
-def _auto_or_duration(value: object, key: str) -> float | None:
-    """``auto`` (None: the program finds the figure) or a duration of 0 or more."""
-    if value == "auto":
-        return None
-    if _is_number(value) or (isinstance(value, str) and _DURATION.fullmatch(value.strip())):
-        return parse_duration(value, key)
-    raise _refuse(key, "auto, or a duration such as 1s or 20s", value)
-
-
-def _size(*, positive: bool) -> Parser:
-    def parse(value: object, key: str) -> int:
-        size = parse_size(value, key)
-        if positive and size <= 0:
-            raise _refuse(key, "a size greater than 0", value)
-        return size
-
-    return parse
-
-
-def _template(value: object, key: str) -> str:
-    """A str.format template over TEMPLATE_FIELDS, tried once with dummy values to catch typos."""
-    text = _text(value, key)
-    sample = dict.fromkeys(TEMPLATE_FIELDS, "x")
-    known = ", ".join("{" + name + "}" for name in TEMPLATE_FIELDS)
-    try:
-        text.format_map(sample)
-    except KeyError as exc:
-        raise ConfigError(key, f"unknown placeholder {{{exc.args[0]}}}; expected one of {known}") from None
-    except (ValueError, IndexError, AttributeError) as exc:
-        raise ConfigError(
-            key, f"is not a valid template ({exc}); use {known} and write literal braces as {{{{ and }}}}"
-        ) from None
-    return text
-
-
-def _patterns(value: object, key: str) -> tuple[str, ...]:
-    if not isinstance(value, list | tuple):
-        raise _refuse(key, "a list of file name patterns", value)
-    return tuple(_nonempty_text(item, f"{key}[{index}]") for index, item in enumerate(value))
-
-
-def _absolute_path(value: object, key: str) -> Path:
-    text = _nonempty_text(value, key)
-    if "\x00" in text:
-        raise ConfigError(key, "expected an absolute path, found text with a NUL character")
-    if not os.path.isabs(text):
-        raise _refuse(key, "an absolute path (~ and relative paths are not expanded)", value)
-    # Lexical normalisation only: the folders need not exist yet, so nothing is resolved.
-    return Path(os.path.normpath(text))
-
-
-# A URL path ending like this is the vendor's API root pasted in; adapters add it themselves.
-_API_PATH = re.compile(r"/api(?:/core)?(?:/v\d+)?$")
-
-
-def _url(value: object, key: str) -> str:
-    text = _nonempty_text(value, key)
-    expected = "an http:// or https:// URL of the vendor's host, such as https://api.fulcrumapp.com"
-    if any(char.isspace() or unicodedata.category(char) == "Cc" for char in text):
-        raise _refuse(key, expected, value)
-    parts = urllib.parse.urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise _refuse(key, expected, value)
-    if "@" in parts.netloc:
-        # Never echoed: this is where a password would be.
-        raise ConfigError(key, "must not carry credentials (user:password@); use the target's secret keys")
-    if parts.query or parts.fragment:
-        raise _refuse(key, f"{expected}, without ?query or #fragment", value)
-    try:
-        parts.port  # noqa: B018 - evaluated for its check: a bad port raises here
-    except ValueError:
-        raise _refuse(key, f"{expected}, with a valid port", value) from None
-    path = parts.path.rstrip("/")
-    if _API_PATH.search(path):
-        raise _refuse(key, f"{expected}; hotfolder adds the API path ({path}) itself", value)
-    # A path prefix is kept (a reverse proxy, EspoCRM in a sub-folder); the trailing slash is not.
-    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, "", ""))
-
-
-# Ticket fields hotfolder sets itself; letting the config set them too would be ambiguous.
-_TICKET_OWN_FIELDS = {
-    "title": "use title_template",
-    "projectId": "the project is the record folder",
-    "attachmentKeys": "hotfolder fills in the uploaded attachments",
-}
-
-
-def _json_value(value: object, key: str) -> Any:
-    """Free-form JSON-like YAML, frozen; dates and other YAML-only types are refused."""
-    if value is None or isinstance(value, str | bool | int):
-        return str(value) if isinstance(value, str) else value
-    if isinstance(value, float) and math.isfinite(value):
-        return value
-    if isinstance(value, list):
-        return tuple(_json_value(item, f"{key}[{index}]") for index, item in enumerate(value))
-    if isinstance(value, dict):
-        return MappingProxyType(
-            {_field_name(name, key): _json_value(v, f"{key}.{name}") for name, v in value.items()}
-        )
-    raise _refuse(key, "text, a number, a boolean, a list or a mapping (quote dates)", value)
-
-
-def _field_name(name: object, parent: str) -> str:
-    if not isinstance(name, str) or not name:
-        raise ConfigError(f"{parent}.{name}", f"field names must be non-empty text, found {_found(name)}")
-    return name
-
-
-def _ticket(value: object, key: str) -> Mapping[str, Any]:
-    if not isinstance(value, dict):
-        raise _refuse(key, "a mapping of extra ticket fields", value)
-    for name in value:
-        if name in _TICKET_OWN_FIELDS:
-            raise ConfigError(f"{key}.{name}", f"is set by hotfolder, not here: {_TICKET_OWN_FIELDS[name]}")
-    return _json_value(value, key)
-
-
-# --- the vendor table --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Option:
-    """One vendor-specific key. ``default`` is written as in YAML and goes through ``parse``."""
-
-    parse: Parser
-    required: bool = False
-    default: object = None
-    secret: bool = False
-
-
-_REQUIRED = object()  # sentinel default: the key must be present
-
-
-def _required(parse: Parser, *, secret: bool = False) -> Option:
-    return Option(parse, required=True, secret=secret)
-
-
-VENDOR_OPTIONS: Mapping[str, Mapping[str, Option]] = MappingProxyType(
-    {
-        "fulcrum": {
-            "token": _required(_secret, secret=True),
-            "field": _required(_nonempty_text),
-            "owner": Option(_choice("record", "form"), default="record"),
-            "kind": Option(_choice("attachment", "photo"), default="attachment"),
-            "caption": Option(_template, default=""),
-            "skip_workflows": Option(_boolean, default=False),
-            "skip_webhooks": Option(_boolean, default=False),
-        },
-        "fulcrum-layers": {
-            "token": _required(_secret, secret=True),
-            "name_template": Option(_template, default="{stem}"),
-        },
-        "visibuild": {
-            # Either a long-lived token or client credentials: VENDOR_RULES checks which.
-            "token": Option(_secret, secret=True),
-            "client_id": Option(_nonempty_text),
-            "client_secret": Option(_secret, secret=True),
-            "token_url": Option(_url),
-            "title_template": Option(_template, default="{stem}"),
-            "ticket": Option(_ticket, default={}),
-        },
-        "saferme": {
-            "token": _required(_secret, secret=True),
-            "team_id": _required(_id_text),
-            "app_id": Option(_nonempty_text, default="com.thundermaps.saferme"),
-            "field": _required(_nonempty_text),
-            "installation_id": Option(_nonempty_text),
-            "poll_attempts": Option(_integer(1), default=20),
-            "poll_interval": Option(_duration(positive=True), default="2s"),
-        },
-        "espocrm": {
-            "api_key": _required(_secret, secret=True),
-            "secret": Option(_secret, secret=True),  # present: HMAC authentication instead of X-Api-Key
-            "entity": _required(_nonempty_text),
-            "field": _required(_nonempty_text),
-            "field_type": _required(_choice("file", "attachments")),
-            "chunk_threshold": Option(_size(positive=False), default="20MB"),
-            "chunk_size": Option(_size(positive=True), default="4MB"),
-        },
-    }
-)
-
-
-def _fulcrum_rule(options: Mapping[str, Any], key: str) -> None:
-    if options["kind"] == "photo" and options["owner"] == "form":
-        raise ConfigError(
-            f"{key}.owner", "expected record for kind photo (photos belong to records), found form"
-        )
-
-
-def _visibuild_rule(options: Mapping[str, Any], key: str) -> None:
-    has_token = options["token"] is not None
-    has_id, has_secret = options["client_id"] is not None, options["client_secret"] is not None
-    if has_token and (has_id or has_secret):
-        raise ConfigError(f"{key}.token", "give either token or client_id with client_secret, not both")
-    if not has_token and not (has_id or has_secret):
-        raise ConfigError(key, "needs credentials: either token, or both client_id and client_secret")
-    if has_id != has_secret:
-        missing = "client_secret" if has_id else "client_id"
-        raise ConfigError(f"{key}.{missing}", "is required when the other client credential is given")
-    if has_token and options["token_url"] is not None:
-        raise ConfigError(f"{key}.token_url", "is only used with client_id and client_secret")
-
-
-VENDOR_RULES: Mapping[str, Callable[[Mapping[str, Any], str], None]] = MappingProxyType(
-    {"fulcrum": _fulcrum_rule, "visibuild": _visibuild_rule}
-)
+# --- the keys every target has, whatever its vendor (the vendor's own come from its table) ----------
 
 _COMMON_TARGET_OPTIONS: Mapping[str, Option] = MappingProxyType(
     {
-        "vendor": _required(_choice(*VENDORS)),
-        "url": _required(_url),
-        "verify_tls": Option(_boolean, default=True),
-        "timeout": Option(_duration(positive=True), default="60s"),
-        "max_requests_per_second": Option(_positive_number),
-        "max_concurrent_uploads": Option(_integer(1)),
+        "vendor": required(choice(*VENDORS)),
+        "url": required(url),
+        "verify_tls": Option(boolean, default=True),
+        "timeout": Option(duration(positive=True), default="60s"),
+        "max_requests_per_second": Option(positive_number),
+        "max_concurrent_uploads": Option(integer(1)),
     }
 )
 
 
 # --- reading mappings --------------------------------------------------------------------------
+
+_REQUIRED = object()  # sentinel default: the key must be present
 
 
 def _key_path(parent: str, name: object) -> str:
@@ -588,14 +225,14 @@ class _Section:
         if data is None:
             data = {}
         if not isinstance(data, dict):
-            raise _refuse(key or "(top level)", "a mapping", data)
+            raise refuse(key or "(top level)", "a mapping", data)
         known = tuple(known)
         for name in data:
             if not isinstance(name, str):
                 hint = (
                     " (YAML reads yes/no/on/off as booleans: quote the key)" if isinstance(name, bool) else ""
                 )
-                raise ConfigError(_key_path(key, name), f"keys must be text, found {_found(name)}{hint}")
+                raise ConfigError(_key_path(key, name), f"keys must be text, found {found(name)}{hint}")
             if name not in known:
                 raise _unknown_key(_key_path(key, name), name, known, vendor)
         self.data: dict[str, object] = data
@@ -640,7 +277,7 @@ def parse_settings(data: object, environ: Mapping[str, str]) -> Settings:
         )
     top = _Section(data, "", environ, _TOP_KEYS)
     folders = {
-        name: top.get(name, _absolute_path, _REQUIRED) for name in ("inbox", "done", "failed", "journal")
+        name: top.get(name, absolute_path, _REQUIRED) for name in ("inbox", "done", "failed", "journal")
     }
     _check_folders(folders)
     return Settings(
@@ -649,12 +286,12 @@ def parse_settings(data: object, environ: Mapping[str, str]) -> Settings:
         failed=folders["failed"],
         journal=folders["journal"],
         watch=_parse_watch(top.data.get("watch"), environ),
-        workers=top.get("workers", _integer(1), 4),
+        workers=top.get("workers", integer(1), 4),
         retry=_parse_retry(top.data.get("retry"), environ),
         targets=_parse_targets(top.data.get("targets"), environ),
-        log_level=top.get("log_level", _choice(*LOG_LEVELS), "info"),
-        duplicates=top.get("duplicates", _choice(*DUPLICATE_POLICIES), "skip"),
-        archive_after=top.get("archive_after", _duration(positive=True), "30d"),
+        log_level=top.get("log_level", choice(*LOG_LEVELS), "info"),
+        duplicates=top.get("duplicates", choice(*DUPLICATE_POLICIES), "skip"),
+        archive_after=top.get("archive_after", duration(positive=True), "30d"),
     )
 
 
@@ -689,24 +326,24 @@ def _parse_watch(data: object, environ: Mapping[str, str]) -> WatchSettings:
         "incomplete_timeout", "attribute_cache",
     ))
     return WatchSettings(
-        method=section.get("method", _choice(*WATCH_METHODS), "auto"),
-        settle=section.get("settle", _duration(positive=False), "5s"),
-        poll_interval=section.get("poll_interval", _duration(positive=True), "2s"),
-        rescan=section.get("rescan", _duration(positive=True), "5m"),
-        ignore=section.get("ignore", _patterns, DEFAULT_IGNORE),
-        check_writers=section.get("check_writers", _boolean, True),
-        check_complete=section.get("check_complete", _boolean, True),
-        incomplete_timeout=section.get("incomplete_timeout", _duration(positive=True), "10m"),
-        attribute_cache=section.get("attribute_cache", _auto_or_duration, "auto"),
+        method=section.get("method", choice(*WATCH_METHODS), "auto"),
+        settle=section.get("settle", duration(positive=False), "5s"),
+        poll_interval=section.get("poll_interval", duration(positive=True), "2s"),
+        rescan=section.get("rescan", duration(positive=True), "5m"),
+        ignore=section.get("ignore", patterns, DEFAULT_IGNORE),
+        check_writers=section.get("check_writers", boolean, True),
+        check_complete=section.get("check_complete", boolean, True),
+        incomplete_timeout=section.get("incomplete_timeout", duration(positive=True), "10m"),
+        attribute_cache=section.get("attribute_cache", auto_or_duration, "auto"),
     )
 
 
 def _parse_retry(data: object, environ: Mapping[str, str]) -> RetrySettings:
     section = _Section(data, "retry", environ, ("attempts", "backoff", "max_backoff"))
     retry = RetrySettings(
-        attempts=section.get("attempts", _integer(1), 8),
-        backoff=section.get("backoff", _duration(positive=True), "2s"),
-        max_backoff=section.get("max_backoff", _duration(positive=True), "10m"),
+        attempts=section.get("attempts", integer(1), 8),
+        backoff=section.get("backoff", duration(positive=True), "2s"),
+        max_backoff=section.get("max_backoff", duration(positive=True), "10m"),
     )
     if retry.max_backoff < retry.backoff:
         raise ConfigError(
@@ -722,7 +359,7 @@ def _parse_targets(data: object, environ: Mapping[str, str]) -> Mapping[str, Tar
             "targets", "is required but missing: a mapping of inbox folder names to vendor settings"
         )
     if not isinstance(data, dict) or not data:
-        raise _refuse("targets", "a non-empty mapping of inbox folder names to vendor settings", data)
+        raise refuse("targets", "a non-empty mapping of inbox folder names to vendor settings", data)
     targets: dict[str, TargetSettings] = {}
     folded: dict[str, str] = {}
     for name, body in data.items():
@@ -738,7 +375,7 @@ def _parse_targets(data: object, environ: Mapping[str, str]) -> Mapping[str, Tar
 def _check_target_name(name: object) -> None:
     """A target is a folder directly under the inbox: its name must be a plain, portable segment."""
     if not isinstance(name, str):
-        raise ConfigError(f"targets.{name}", f"target names must be text, found {_found(name)} (quote it)")
+        raise ConfigError(f"targets.{name}", f"target names must be text, found {found(name)} (quote it)")
     why = None
     if not name:
         why = "is empty"
@@ -761,20 +398,20 @@ def _check_target_name(name: object) -> None:
 def _parse_target(name: str, body: object, environ: Mapping[str, str]) -> TargetSettings:
     key = f"targets.{name}"
     if not isinstance(body, dict):
-        raise _refuse(key, "a mapping with vendor, url and the vendor's keys", body)
+        raise refuse(key, "a mapping with vendor, url and the vendor's keys", body)
     vendor = _Section({"vendor": body.get("vendor")}, key, environ, ("vendor",)).option(
         "vendor", _COMMON_TARGET_OPTIONS["vendor"]
     )
-    table = VENDOR_OPTIONS[vendor]
+    spec = REGISTRY[vendor]
+    table = spec.options
     section = _Section(body, key, environ, (*_COMMON_TARGET_OPTIONS, *table), vendor=vendor)
     common = {
         option_name: section.option(option_name, option)
         for option_name, option in _COMMON_TARGET_OPTIONS.items()
     }
     options = {option_name: section.option(option_name, option) for option_name, option in table.items()}
-    rule = VENDOR_RULES.get(vendor)
-    if rule is not None:
-        rule(options, key)
+    if spec.rule is not None:
+        spec.rule(options, key)
     return TargetSettings(
         name=name,
         vendor=vendor,
@@ -840,11 +477,11 @@ def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Setti
 
 def secret_values(settings: Settings) -> list[str]:
     """Every secret string in the settings, longest first, for the log redactor."""
-    found: dict[str, None] = {}
+    secrets: dict[str, None] = {}
     for target in settings.targets.values():
-        for name, option in VENDOR_OPTIONS[target.vendor].items():
+        for name, option in REGISTRY[target.vendor].options.items():
             value = target.options.get(name)
             if option.secret and isinstance(value, str) and value:
-                found[value] = None
+                secrets[value] = None
     # Longest first, so a secret that contains another is redacted whole.
-    return sorted(found, key=len, reverse=True)
+    return sorted(secrets, key=len, reverse=True)

@@ -31,7 +31,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from hotfolder import config
+from hotfolder import config, options
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 
@@ -80,7 +80,7 @@ def _quantities(kind: str, json_type: str, amount: str, examples: str) -> dict[s
 
 
 def _template_pattern() -> str:
-    fields = "|".join(config.TEMPLATE_FIELDS)
+    fields = "|".join(options.TEMPLATE_FIELDS)
     placeholder = rf"\{{(?:{fields})(?:[.\[!:][^{{}}]*)?\}}"
     return rf"^(?:\$\{{{_NAME}\}}|\{{\{{|\}}\}}|{placeholder}|[^{{}}])*$"
 
@@ -90,7 +90,7 @@ def _definitions() -> dict[str, Any]:
     examples = "500ms, 5s, 2m, 1h or 30d (a bare number means seconds)"
     sizes = "512, 20KB, 4MB or 1GB (K/M/G are powers of 1024; KiB/MiB/GiB also accepted)"
     env = {"$ref": "#/$defs/env_reference"}
-    fields = ", ".join("{" + name + "}" for name in config.TEMPLATE_FIELDS)
+    fields = ", ".join("{" + name + "}" for name in options.TEMPLATE_FIELDS)
     return {
         "env_reference": {
             "type": "string",
@@ -140,11 +140,11 @@ def _definitions() -> dict[str, Any]:
 
 # --- a parser's kind -----------------------------------------------------------------------------
 
-# config.py's parsers, by name (without the leading underscore), and the $defs entry of each.
+# The option parsers (hotfolder.options), by name without the leading underscore, and the $defs entry of each.
 _PLAIN_KINDS: Mapping[str, str] = {
     "text": "text",
     "nonempty_text": "nonempty_text",
-    "secret": "secret",
+    "secret_text": "secret",
     "id_text": "id_text",
     "boolean": "boolean",
     "positive_number": "positive_number",
@@ -172,25 +172,27 @@ def _ref(name: str) -> dict[str, Any]:
     return {"$ref": f"#/$defs/{name}"}
 
 
-# The parsers config.py makes from arguments: name -> (the argument's name, its schema).
+# The parsers hotfolder.options makes from arguments: name -> (the argument's name, its schema).
 _MADE_KINDS: Mapping[str, tuple[str, Callable[[Any], dict[str, Any]]]] = {
     "choice": ("choices", _choice),
     "integer": ("minimum", _integer),
-    "duration": ("positive", lambda positive: _ref("positive_duration" if positive else "duration")),
-    "size": ("positive", lambda positive: _ref("positive_size" if positive else "size")),
 }
 
 
 def value_schema(parse: Callable[..., Any]) -> dict[str, Any]:
-    """The schema of the values one of config.py's parsers accepts."""
+    """The schema of the values one of the option parsers (hotfolder.options) accepts."""
     qualname = getattr(parse, "__qualname__", repr(parse))
     outer = qualname.split(".")[0].lstrip("_")
     if "<locals>" not in qualname and outer in _PLAIN_KINDS:
         return _ref(_PLAIN_KINDS[outer])
     code = getattr(parse, "__code__", None)
-    if outer in _MADE_KINDS and code is not None:
+    cells = dict(zip(code.co_freevars, getattr(parse, "__closure__", None) or (), strict=True)) if code else {}
+    if outer == "amount" and {"noun", "positive"} <= cells.keys():
+        # options.duration and options.size: one helper, told which amount and whether 0 is refused.
+        noun, positive = cells["noun"].cell_contents, cells["positive"].cell_contents
+        return _ref(f"positive_{noun}" if positive else noun)
+    if outer in _MADE_KINDS:
         argument, make = _MADE_KINDS[outer]
-        cells = dict(zip(code.co_freevars, getattr(parse, "__closure__", None) or (), strict=True))
         if argument in cells:
             return make(cells[argument].cell_contents)
     raise SchemaError(f"no JSON Schema for the config parser {qualname}: add it to hotfolder/configschema.py")

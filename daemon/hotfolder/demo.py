@@ -74,7 +74,10 @@ def write_demo_config(folder: Path, sandbox_url: str) -> Path:
 
 def seed(sandbox: Sandbox, inbox: Path) -> None:
     """Records at every simulated vendor, their inbox folders, and one sample file to watch travel."""
-    sandbox.fulcrum.add_form("form-1")
+    sandbox.fulcrum.add_form("form-1", "Site inspections", [
+        {"type": "AttachmentField", "key": FIELD, "label": "Files", "data_name": "files"},
+        {"type": "PhotoField", "key": PHOTO_FIELD, "label": "Photos", "data_name": "photos"},
+    ])
     for record in DEMO_RECORDS:
         sandbox.fulcrum.add_record(record, form_values={})
         for target in ("fulcrum", "fulcrum-camera"):

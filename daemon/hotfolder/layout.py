@@ -1,6 +1,6 @@
 """Where a file sits says where it goes: inbox path ⇄ (target, record, group, name).
 
-Layouts, by vendor:
+Each vendor says where its files sit (``Layout`` in its ``vendors/<name>_options.py``):
 
     fulcrum-layers   inbox/<target>/<file>                      no record: one layer per file
     visibuild        inbox/<target>/<project>/<file>            record = project
@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from hotfolder.config import TargetSettings
+from hotfolder.vendors import REGISTRY
 
 MAX_SEGMENT_BYTES = 255  # NAME_MAX on Linux and most file systems
 
@@ -91,23 +92,6 @@ def validate_record_id(record: str) -> None:
     validate_segment(record, "record id")
 
 
-def _depths(vendor: str) -> tuple[int, ...]:
-    """How many segments (target included) a file path below the inbox may have."""
-    if vendor == "fulcrum-layers":
-        return (2,)
-    if vendor == "visibuild":
-        return (3, 4)
-    return (3,)
-
-
-def _shape(vendor: str) -> str:
-    if vendor == "fulcrum-layers":
-        return "inbox/<target>/<file>"
-    if vendor == "visibuild":
-        return "inbox/<target>/<project>/<file> or inbox/<target>/<project>/<folder>/<file>"
-    return "inbox/<target>/<record>/<file>"
-
-
 def _role(index: int, count: int) -> str:
     if index == count - 1:
         return "file name"
@@ -140,16 +124,17 @@ def place(inbox: Path, path: Path, targets: Mapping[str, TargetSettings]) -> Pla
             validate_segment(segment, _role(index, len(parts)))
     except LayoutError as error:
         raise LayoutError(f"{shown}: {error.reason}") from None
-    depths = _depths(target.vendor)
+    layout = REGISTRY[target.vendor].layout
+    depths = layout.depths
     if len(parts) == 1:
         raise LayoutError(f"{shown} is the target folder itself, not a file in it")
     if len(parts) < min(depths):
-        expected = _shape(target.vendor)
+        expected = layout.shape
         raise LayoutError(
             f"{shown}: file directly in the target folder has no record folder; expected {expected}"
         )
     if len(parts) > max(depths):
-        raise LayoutError(f"{shown} is too deep; expected {_shape(target.vendor)}")
+        raise LayoutError(f"{shown} is too deep; expected {layout.shape}")
     record = parts[1] if len(parts) >= 3 else None
     group = parts[2] if len(parts) == 4 else None
     name = parts[-1]

@@ -30,15 +30,19 @@ from typing import TextIO
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from hotfolder.vendors import SECRET_KEYS
+
 REDACTED = "[redacted]"
 _MIN_SECRET_LENGTH = 4
 _NOISY_LOGGERS = ("httpx", "httpcore")  # log every request URL at INFO; presigned URLs carry signatures
 
 # -- patterns ------------------------------------------------------------------------------------
 
+# Every vendor option marked secret (vendors.SECRET_KEYS: token, api_key, ...) is also a query
+# parameter name to scrub, beside the names presigned URLs and OAuth put credentials under.
 _QUERY_PARAMS = (
     "X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-Token", "Signature",
-    "AWSAccessKeyId", "access_token", "token", "api_key",
+    "AWSAccessKeyId", "access_token", *sorted(SECRET_KEYS),
 )
 _HEADER_NAMES = (
     "Proxy-Authorization", "X-Hmac-Authorization", "Authorization", "X-ApiToken", "X-Api-Key",
@@ -71,9 +75,10 @@ _FORM_RE = re.compile(
     re.IGNORECASE,
 )
 
-# Keys whose values are secret whatever they look like (compared lower-case, "-" as "_").
-_SECRET_KEYS = frozenset({
-    "token", "api_key", "apikey", "secret", "password", "passwd", "client_secret",
+# Keys whose values are secret whatever they look like (compared lower-case, "-" as "_"): the vendor
+# options marked secret, and the names credentials go by on the wire and in vendors' answers.
+_SECRET_KEYS = SECRET_KEYS | frozenset({
+    "apikey", "password", "passwd",
     "authorization", "proxy_authorization", "x_apitoken", "x_api_key", "x_hmac_authorization",
     "access_token", "refresh_token", "api_token", "policy", "signature", "x_amz_signature",
     "x_amz_credential", "x_amz_security_token", "awsaccesskeyid",

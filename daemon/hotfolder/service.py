@@ -89,7 +89,7 @@ class Daemon:
         for name, target in settings.targets.items():
             client = make_client(target, settings.workers)
             self.clients.append(client)
-            adapter = adapter_class(target.vendor)(target, client)
+            adapter = adapter_class(target)(target, client)
             adapter.secret_found = register_secret
             adapters[name] = adapter
         cache = inbox_attribute_cache(settings.inbox, settings.watch.attribute_cache)

@@ -16,7 +16,9 @@ Follows docs/vendors.md, Fulcrum. Behaviours worth knowing when reading a test a
   key names an uploaded blob. Layers are shown as documented, *without* the upload key, so a client
   cannot find its layer by key where the real API would not let it;
 * photos: ``POST /photos.json`` is multipart, parsed as it streams in, the file part written straight to
-  disk; a taken ``photo[access_key]`` is refused with 422 like the real one.
+  disk; a taken ``photo[access_key]`` is refused with 422 like the real one;
+* forms: ``GET /forms.json`` lists the forms with their ``elements`` (``schema=false``: without them),
+  paged like layers. A form made implicitly by ``add_record`` has no elements; ``add_form`` gives some.
 
 State lives in memory, behind one lock; the blobs are in the S3 store on disk.
 """
@@ -131,6 +133,42 @@ class _Layer:
         }
 
 
+def _paged(request: Request, key: str, views: list[dict[str, Any]]) -> Response:
+    """One page of a Fulcrum list (``page``, ``per_page``), with the counts its answers carry."""
+    query = parse_qs(request.query_string)
+    try:
+        page = max(int(query.get("page", ["1"])[0]), 1)
+        per_page = max(int(query.get("per_page", [str(DEFAULT_PER_PAGE)])[0]), 1)
+    except ValueError:
+        return _bad_request()
+    total_pages = max((len(views) + per_page - 1) // per_page, 1)
+    shown = views[(page - 1) * per_page : page * per_page]
+    return json_response(
+        200,
+        {key: shown, "current_page": page, "total_pages": total_pages, "total_count": len(views), "per_page": per_page},
+    )
+
+
+@dataclass
+class _FormDef:
+    id: str
+    name: str
+    elements: list[dict[str, Any]]  # as Fulcrum's Forms API shows them: {"type", "key", "label", ...}
+    created_at: str
+
+    def api_view(self, *, schema: bool = True) -> dict[str, Any]:
+        view: dict[str, Any] = {
+            "id": self.id,
+            "name": self.name,
+            "description": None,
+            "created_at": self.created_at,
+            "updated_at": self.created_at,
+        }
+        if schema:
+            view["elements"] = copy.deepcopy(self.elements)
+        return view
+
+
 @dataclass
 class _Photo:
     access_key: str
@@ -162,7 +200,7 @@ class FulcrumService:
         self.tokens = frozenset(tokens)
         self.base_url = "http://127.0.0.1"  # replaced once the server listens; used when Host is absent
         self._lock = threading.RLock()
-        self._forms: set[str] = set()
+        self._forms: dict[str, _FormDef] = {}
         self._records: dict[str, dict[str, Any]] = {}
         self._attachments: dict[str, _Attachment] = {}
         self._by_key: dict[str, str] = {}
@@ -173,16 +211,18 @@ class FulcrumService:
 
     # -- Python API (tests and the demo seed state and look at it through these) ------------------------
 
-    def add_form(self, form_id: str) -> None:
+    def add_form(self, form_id: str, name: str | None = None, elements: list[dict[str, Any]] | None = None) -> None:
+        """A form (an app); ``elements`` as the Forms API shows them, e.g. ``{"type": "AttachmentField",
+        "key": "6ca0", "label": "Files"}``, Sections holding ``elements`` of their own."""
         with self._lock:
-            self._forms.add(form_id)
+            self._forms[form_id] = _FormDef(form_id, name or form_id, copy.deepcopy(elements or []), _now())
 
     def add_record(
         self, record_id: str, form_id: str = "form-1", form_values: dict[str, Any] | None = None
     ) -> None:
         now = _now()
         with self._lock:
-            self._forms.add(form_id)
+            self._forms.setdefault(form_id, _FormDef(form_id, form_id, [], now))
             self._records[record_id] = {
                 "id": record_id,
                 "form_id": form_id,
@@ -291,6 +331,7 @@ class FulcrumService:
         router.add("POST", r"^/api/v2/photos\.json$", self._guard(self._create_photo))
         router.add("GET", r"^/api/v2/photos/(?P<key>[^/]+)\.json$", self._guard(self._show_photo))
         router.add("GET", r"^/api/v2/photos/(?P<key>[^/]+)\.jpg$", self._guard(self._photo_file))
+        router.add("GET", r"^/api/v2/forms\.json$", self._guard(self._list_forms))
         router.add("*", r"^/api/v2/", self._guard(lambda _request: _not_found()))
 
     def _guard(self, handler: Any) -> Any:
@@ -546,26 +587,9 @@ class FulcrumService:
             return json_response(200, {"layer": layer.api_view()})
 
     def _list_layers(self, request: Request) -> Response:
-        query = parse_qs(request.query_string)
-        try:
-            page = max(int(query.get("page", ["1"])[0]), 1)
-            per_page = max(int(query.get("per_page", [str(DEFAULT_PER_PAGE)])[0]), 1)
-        except ValueError:
-            return _bad_request()
         with self._lock:
             views = [layer.api_view() for layer in self._layers.values()]
-        total_pages = max((len(views) + per_page - 1) // per_page, 1)
-        shown = views[(page - 1) * per_page : page * per_page]
-        return json_response(
-            200,
-            {
-                "layers": shown,
-                "current_page": page,
-                "total_pages": total_pages,
-                "total_count": len(views),
-                "per_page": per_page,
-            },
-        )
+        return _paged(request, "layers", views)
 
     def _show_layer(self, request: Request) -> Response:
         with self._lock:
@@ -573,6 +597,14 @@ class FulcrumService:
             if layer is None:
                 return _not_found()
             return json_response(200, {"layer": layer.api_view()})
+
+    # -- forms ------------------------------------------------------------------------------------------
+
+    def _list_forms(self, request: Request) -> Response:
+        schema = parse_qs(request.query_string).get("schema", ["true"])[0] != "false"
+        with self._lock:
+            views = [form.api_view(schema=schema) for form in self._forms.values()]
+        return _paged(request, "forms", views)
 
     # -- photos -----------------------------------------------------------------------------------------
 

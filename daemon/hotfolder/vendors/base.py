@@ -1,4 +1,4 @@
-"""What every vendor adapter speaks: four verbs over one StepContext.
+"""What every vendor adapter speaks: four verbs over one StepContext, and an online check.
 
 An adapter is one small file per vendor. It turns a step into HTTP calls and answers with the
 ids it wants remembered (they go to the journal, so they must never be secrets). Presigned
@@ -46,7 +46,7 @@ class StepContext:
         return Path(self.name).stem
 
     def template_values(self) -> dict[str, str]:
-        """What a name/title/caption template may use (config.TEMPLATE_FIELDS); "" where there is none."""
+        """What a name/title/caption template may use (options.TEMPLATE_FIELDS); "" where there is none."""
         return {
             "name": self.name,
             "stem": self.stem,
@@ -57,10 +57,13 @@ class StepContext:
         }
 
 
-class Vendor:
-    """Base adapter: every verb is a no-op until a vendor overrides it."""
+class CheckFailed(Exception):
+    """What an online check found wrong with a target, as one sentence (the caller names the target)."""
 
-    vendor_name: ClassVar[str] = ""
+
+class Vendor:
+    """Base adapter: every step verb is a no-op until a vendor overrides it; ``check`` has no default."""
+
     # A file in a group folder (inbox/<t>/<record>/<group>/) that describes the group instead of
     # being uploaded, e.g. Visibuild's ticket.yaml. None: this vendor has no group folders.
     manifest_name: ClassVar[str | None] = None
@@ -98,7 +101,15 @@ class Vendor:
         ``members`` includes ``ctx``; all of them have finished upload/finalize. The ids returned
         are recorded on every member.
         """
-        raise NotImplementedError(f"{self.vendor_name} has no group folders")
+        raise NotImplementedError(f"{self.target.vendor} has no group folders")
+
+    def check(self, record: str | None) -> str:
+        """Verify this target online with reads only (``hotfolder check-config --online``): the
+        credentials, and that the configured field (entity, report field) exists. ``record`` is a
+        record folder of the target found in the inbox, for vendors whose fields can only be read on
+        a record; None if there is none. Answers what was verified and what could not be; raises
+        CheckFailed (or StepError, from a call) saying what is wrong. Nothing may be created."""
+        raise NotImplementedError(f"{self.target.vendor} has no online check")
 
     def link_key(self, ctx: StepContext) -> tuple[str, ...]:
         """Links sharing a key never run at once (records without optimistic concurrency)."""

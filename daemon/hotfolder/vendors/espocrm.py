@@ -35,14 +35,14 @@ from hotfolder import resend
 from hotfolder.errors import StepError
 from hotfolder.pipeline import OutcomeKind
 from hotfolder.transfer import base64_chunk_body, base64_json_body, check_unchanged, data_uri_prefix, open_checked
-from hotfolder.vendors.base import Ids, StepContext, Vendor, require
+from hotfolder.vendors.base import CheckFailed, Ids, StepContext, Vendor, require
 
 API = "/api/v1"
 FALLBACK_MIME = "application/octet-stream"
+NO_SUCH_RECORD = "0"  # EspoCRM ids are 17 hex digits: no record has this one
 
 
 class EspoCRM(Vendor):
-    vendor_name = "espocrm"
     digests = ("sha256",)
 
     # -- requests -------------------------------------------------------------------------------
@@ -89,8 +89,8 @@ class EspoCRM(Vendor):
     def _multiple(self) -> bool:
         return bool(self.target.option("field_type") == "attachments")
 
-    def _record_resource(self, ctx: StepContext) -> str:
-        return f"/{quote(self._entity, safe='')}/{quote(ctx.record or '', safe='')}"
+    def _record_resource(self, record: str) -> str:
+        return f"/{quote(self._entity, safe='')}/{quote(record, safe='')}"
 
     def _attachment_meta(self, ctx: StepContext, mime: str) -> dict[str, Any]:
         # A File field names its entity as relatedType, an Attachment-Multiple field as parentType:
@@ -156,7 +156,7 @@ class EspoCRM(Vendor):
         """
         attachment_id = str(ctx.ids["attachment_id"])
         stale = resend.stale_values(ctx.ids, "attachment_id")
-        resource = self._record_resource(ctx)
+        resource = self._record_resource(ctx.record or "")
         record = self._api("GET", resource, "link: read record").json()
         if not isinstance(record, dict):
             raise StepError(OutcomeKind.TRANSIENT, "link: read record: answer is not a record")
@@ -171,6 +171,33 @@ class EspoCRM(Vendor):
             return {"linked": True, "link_was_already_there": True}
         self._api("PUT", resource, "link: write record", json=change)
         return {"linked": True, **({resend.REPLACED: replaced} if replaced else {})}
+
+
+    # -- the online check ---------------------------------------------------------------------------
+
+    def check(self, record: str | None) -> str:
+        where = f"{self._entity}.{self._field}"
+        if record is None:
+            # Credentials are checked before the record is looked up: a record that cannot exist
+            # answers 404 when they are accepted, 401 when not.
+            self._api("GET", self._record_resource(NO_SUCH_RECORD), "check: look up a record", ok=(200, 404))
+            return (f"API key accepted; {where} not checked: EspoCRM shows a record's attributes only on a "
+                    f"record, and inbox/{self.target.name}/ has no record folder yet")
+        response = self._api("GET", self._record_resource(record), "check: read record", ok=(200, 404))
+        if response.status_code == 404:
+            raise CheckFailed(f"no {self._entity} {record} (the folder inbox/{self.target.name}/{record}/): "
+                              "the entity or the record id is wrong")
+        attributes = response.json()
+        single, multiple = f"{self._field}Id", f"{self._field}Ids"
+        wanted, other = (multiple, single) if self._multiple else (single, multiple)
+        if isinstance(attributes, dict) and wanted in attributes:
+            return f"API key accepted; {self._entity} {record} has {wanted}, so {where} holds files"
+        if isinstance(attributes, dict) and other in attributes:
+            kind = "a File" if other == single else "an Attachment-Multiple"
+            right = "file" if other == single else "attachments"
+            raise CheckFailed(f"{where} is {kind} field ({self._entity} {record} has {other}): "
+                              f"field_type should be {right}")
+        raise CheckFailed(f"{where} is not a field that holds files ({self._entity} {record} has no {wanted})")
 
 
 def _abandoned(ids: Ids) -> list[str]:

@@ -32,28 +32,20 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from hotfolder.errors import StepError
 from hotfolder.pipeline import OutcomeKind
-from hotfolder.vendors.base import Ids, StepContext, Vendor, require
+from hotfolder.vendors.base import Ids, StepContext, require
+from hotfolder.vendors.fulcrum_api import API, FulcrumApi
 
-API = "/api/v2"
 SUFFIX = ".mbtiles"
 CLOCK_SKEW = 600.0  # seconds our clock and the vendor's may disagree by when comparing created_at
-PER_PAGE = 1000
-MAX_PAGES = 100  # a listing longer than this is not searched further (the layer is then created)
 
 
-class FulcrumLayers(Vendor):
-    vendor_name = "fulcrum-layers"
+class FulcrumLayers(FulcrumApi):
     digests = ("sha256",)
-
-    @property
-    def _headers(self) -> dict[str, str]:
-        return {"X-ApiToken": self.target.option("token"), "Accept": "application/json"}
 
     # -- the verbs ------------------------------------------------------------------------------
 
@@ -91,15 +83,21 @@ class FulcrumLayers(Vendor):
         # Every layer create of the account in turn, so that no two of ours can be mistaken for each other.
         return ("fulcrum-layers", self.target.url)
 
+    def check(self, record: str | None) -> str:
+        next(self._listing("/layers.json", "layers", "check: list layers", per_page=1), None)
+        return "token accepted (layers have no field to check)"
+
     # -- helpers --------------------------------------------------------------------------------
 
     def _name(self, ctx: StepContext) -> str:
         return str(self.target.option("name_template")).format_map(ctx.template_values())
 
     def _find_ours(self, key: str, name: str, size: int, since: float | None) -> str | None:
-        """The id of the layer an earlier attempt created (see the module's rule), or None."""
+        """The id of the layer an earlier attempt created (see the module's rule), or None.
+
+        A listing longer than fulcrum_api.MAX_PAGES is not searched further (the layer is then created)."""
         candidates: list[dict[str, Any]] = []
-        for layer in self._layers():
+        for layer in self._listing("/layers.json", "layers", "link: list layers"):
             if _made_from(layer, key):
                 return str(layer["id"])
             if _looks_like_ours(layer, name, size, since):
@@ -108,19 +106,6 @@ class FulcrumLayers(Vendor):
             return None
         newest = max(candidates, key=lambda layer: _timestamp(layer.get("created_at")) or 0.0)
         return str(newest["id"])
-
-    def _layers(self) -> Iterator[dict[str, Any]]:
-        """Every layer of the account, page by page (Fulcrum lists carry total_pages)."""
-        for page in range(1, MAX_PAGES + 1):
-            answer = self.call(
-                "GET", f"{API}/layers.json", "link: list layers",
-                params={"page": page, "per_page": PER_PAGE}, headers=self._headers,
-            ).json()
-            layers = require(answer, "layers", what="link: list layers")
-            yield from (layer for layer in layers if isinstance(layer, dict) and layer.get("id"))
-            total_pages = answer.get("total_pages")
-            if not isinstance(total_pages, int) or page >= total_pages or not layers:
-                return
 
 
 def _made_from(layer: dict[str, Any], key: str) -> bool:

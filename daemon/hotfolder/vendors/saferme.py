@@ -41,10 +41,12 @@ from hotfolder.config import TargetSettings
 from hotfolder.errors import StepError, shorten
 from hotfolder.pipeline import OutcomeKind
 from hotfolder.transfer import post_form
-from hotfolder.vendors.base import Ids, StepContext, Vendor, require
+from hotfolder.vendors.base import CheckFailed, Ids, StepContext, Vendor, require
 
 API = "/api/v4"
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
+ATTACHMENT_FIELD_TYPES = ("Image", "FileUpload")  # the form field types that hold file attachments
+NO_SUCH_REPORT = "0"  # SaferMe's ids are counted from 1: no report has this one
 MAX_POLL_WAIT = 60.0  # seconds: the doubling poll interval stops growing here
 # Refusals of the upload authorization that are about us, not about the content type.
 _NOT_ABOUT_THE_TYPE = frozenset({401, 403, 404})
@@ -55,7 +57,6 @@ def content_type_of(name: str) -> str:
 
 
 class SaferMe(Vendor):
-    vendor_name = "saferme"
     digests = ("sha256",)
 
     def __init__(self, target: TargetSettings, client: httpx.Client) -> None:
@@ -141,11 +142,12 @@ class SaferMe(Vendor):
     def link(self, ctx: StepContext) -> Ids:
         attachment_id = ctx.ids["file_attachment_id"]
         field_key = self.target.option("field")
-        url = f"{API}/reports/{quote(ctx.record or '', safe='')}"
-        report = self.call(
-            "GET", url, "link: read report", params={"fields": "form_fields"}, headers=self._headers
-        ).json()
-        current = attachment_ids(_find_field(report, field_key, ctx.record or ""), field_key)
+        url = _report_url(ctx.record or "")
+        report = self._read_report(ctx.record or "", "link: read report").json()
+        field = _find_field(report, field_key, f"link: report {ctx.record or ''}")
+        if field is None:
+            raise StepError(OutcomeKind.PERMANENT, f"link: report {ctx.record} has no form field '{field_key}'")
+        current = attachment_ids(field, field_key)
         # A resend's attachment takes the place of the stale copies in the field.
         stale = set(resend.stale_values(ctx.ids, "file_attachment_id"))
         replaced = [str(item) for item in current if str(item) in stale]
@@ -163,7 +165,33 @@ class SaferMe(Vendor):
         self.call("PATCH", url, "link: write report", ok=(200, 204), json=body, headers=self._headers)
         return {"linked": True, **({resend.REPLACED: replaced} if replaced else {})}
 
+    # -- the online check ---------------------------------------------------------------------
+
+    def check(self, record: str | None) -> str:
+        field_key = self.target.option("field")
+        if record is None:
+            # The token and team are checked before the report is looked up: a report that cannot
+            # exist answers 404 when they are accepted, 401/403 when not.
+            self._read_report(NO_SUCH_REPORT, "check: look up a report", ok=(200, 404))
+            return (f"token and team accepted; field {field_key} not checked: SaferMe shows a report's fields "
+                    f"only on a report, and inbox/{self.target.name}/ has no report folder yet")
+        response = self._read_report(record, "check: read report", ok=(200, 404))
+        if response.status_code == 404:
+            raise CheckFailed(f"report {record} (the folder inbox/{self.target.name}/{record}/) was not found")
+        field = _find_field(response.json(), field_key, f"check: report {record}")
+        if field is None:
+            raise CheckFailed(f"report {record} has no form field '{field_key}'")
+        kind = field.get("field_type")
+        if kind is not None and kind not in ATTACHMENT_FIELD_TYPES:
+            raise CheckFailed(f"form field '{field_key}' of report {record} is a {kind} field, not Image or FileUpload")
+        return f"token and team accepted; field {field_key} is a {kind or 'file'} field of report {record}"
+
     # -- helpers ------------------------------------------------------------------------------
+
+    def _read_report(self, report_id: str, what: str, *, ok: tuple[int, ...] = (200,)) -> httpx.Response:
+        # The field list is only sent when asked for.
+        return self.call("GET", _report_url(report_id), what, ok=ok, params={"fields": "form_fields"},
+                         headers=self._headers)
 
     @staticmethod
     def _key_prefix(authorization: Mapping[str, Any], fields: Mapping[str, str]) -> str:
@@ -238,18 +266,22 @@ class SaferMe(Vendor):
         )
 
 
-def _find_field(report: Any, field_key: str, report_id: str) -> Mapping[str, Any]:
-    """The report's form field with this key; unwrapped answers are what the docs show, and a
+def _report_url(report_id: str) -> str:
+    return f"{API}/reports/{quote(report_id, safe='')}"
+
+
+def _find_field(report: Any, field_key: str, what: str) -> Mapping[str, Any] | None:
+    """The report's form field with this key, or None; unwrapped answers are what the docs show, and a
     ``{"report": {...}}`` wrapper is tolerated."""
     if isinstance(report, dict) and "form_fields" not in report and isinstance(report.get("report"), dict):
         report = report["report"]
     fields = report.get("form_fields") if isinstance(report, dict) else None
     if not isinstance(fields, list):
-        raise StepError(OutcomeKind.TRANSIENT, f"link: report {report_id} answer lacks 'form_fields'")
+        raise StepError(OutcomeKind.TRANSIENT, f"{what} answer lacks 'form_fields'")
     for field in fields:
         if isinstance(field, dict) and field.get("key") == field_key:
             return field
-    raise StepError(OutcomeKind.PERMANENT, f"link: report {report_id} has no form field '{field_key}'")
+    return None
 
 
 def attachment_ids(field: Mapping[str, Any], field_key: str) -> list[Any]:

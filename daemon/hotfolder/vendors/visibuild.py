@@ -54,6 +54,7 @@ from hotfolder.config import TargetSettings
 from hotfolder.errors import StepError, from_response
 from hotfolder.pipeline import OutcomeKind
 from hotfolder.vendors.base import Ids, StepContext, Vendor, require
+from hotfolder.vendors.visibuild_options import SET_BY_HOTFOLDER
 
 API = "/api/core/v1"
 DEFAULT_TOKEN_PATH = "/oauth/token"
@@ -61,11 +62,12 @@ DEFAULT_CONTENT_TYPE = "application/octet-stream"
 SCOPE = "read write"  # without "write" the token may be read-only (docs/vendors.md, Visibuild)
 RENEW_MARGIN = 60.0  # seconds before expiry at which a cached token is replaced
 DEFAULT_TOKEN_LIFETIME = 3600.0  # when the token answer has no usable expires_in
+NO_SUCH_TICKET = "00000000-0000-0000-0000-000000000000"  # the nil UUID: no ticket has it
 ATTEMPTED = "ticket_create_attempted"
 ATTEMPTED_KEYS = "ticket_create_keys"
 CONFIRMED_BY_422 = "422 already associated"
 # Ticket fields hotfolder sets itself; a ticket.yaml must not set them.
-OWN_FIELDS = ("projectId", "attachmentKeys")
+OWN_FIELDS = tuple(SET_BY_HOTFOLDER)
 _ALREADY_ASSOCIATED = re.compile(r"already\s+(?:been\s+)?associated", re.IGNORECASE)
 # Only the built-in table, not /etc/mime.types: the type must not change with the host it runs on.
 _MIME_TYPES = mimetypes.MimeTypes()
@@ -77,12 +79,11 @@ def content_type_of(name: str) -> str:
 
 
 def render_title(template: str, ctx: StepContext) -> str:
-    """The title template over the fields config.TEMPLATE_FIELDS names; the file name if it comes out empty."""
+    """The title template over the fields options.TEMPLATE_FIELDS names; the file name if it comes out empty."""
     return template.format_map(ctx.template_values()).strip() or ctx.name
 
 
 class Visibuild(Vendor):
-    vendor_name = "visibuild"
     digests = ("md5",)
     manifest_name = "ticket.yaml"
 
@@ -144,6 +145,16 @@ class Visibuild(Vendor):
             "attachmentKeys": [_key_of(member) for member in members],
         }
         return self._create_ticket(ctx, members, body, f"link: create ticket for {ctx.group}/")
+
+    # -- the online check ---------------------------------------------------------------------------
+
+    def check(self, record: str | None) -> str:
+        """Visibuild documents no read of a project or of ticket fields; what a read can show is that
+        the API takes our token. With client credentials, getting one (POST /oauth/token) checks them."""
+        credentials = "token" if self.target.option("token") is not None else "client credentials"
+        self._api("GET", f"{API}/tickets/{NO_SUCH_TICKET}/attachments", "check: look up a ticket", ok=(200, 404))
+        return (f"{credentials} accepted; projects, ticket fields and the write scope not checked "
+                "(Visibuild documents no read for them)")
 
     # -- ticket creation, at most once ------------------------------------------------------------
 

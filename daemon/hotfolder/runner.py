@@ -159,8 +159,8 @@ class Runner:
 
         The id is claimed under ``_wake`` (counted in flight, so no two workers hold the same job);
         the row is read after, outside the lock, so other workers need not wait for that read.
-        Claiming several ids per query (the rest queued in memory) was tried and measured: no gain
-        with small files (bench/small_files.py), so the simpler one-at-a-time claim stays.
+        One id per query: claiming several (the rest queued in memory) gains nothing with small
+        files (bench/RESULTS.md), so the simpler claim stays.
         """
         with self._wake:
             job_id = self._next_ready_id()

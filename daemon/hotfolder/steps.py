@@ -53,11 +53,11 @@ class Steps:
         }
 
     def hash(self, job: Job) -> StepResult:
-        """Hash the file in one read pass, once it is finished by the gate's own tests.
+        """Hash the file in one read pass, once the readiness tests say it is finished.
 
-        The watcher's gate tested the file before it was handed over; these tests run again here
+        The watcher ran these tests before it handed the file over; they run again here
         because the hash step also runs after the file changed (a writer came back, or the file
-        was rewritten after it was sent), when no gate stands before it.
+        was rewritten after it was sent), when the watcher does not stand before it.
         """
         adapter = self._tools.adapter(job)
         source = self._tools.source(job)

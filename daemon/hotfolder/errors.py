@@ -10,11 +10,12 @@ from __future__ import annotations
 import email.utils
 import time
 from collections.abc import Mapping
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from hotfolder.pipeline import Outcome, OutcomeKind
+
+if TYPE_CHECKING:  # the helpers only read httpx's objects; check-config must not pay for importing it
+    import httpx
 
 # Statuses that mean "not now": server trouble and rate limits (420 is SaferMe's "Enhance your calm").
 TRANSIENT_STATUSES = frozenset({408, 420, 425, 429, 500, 502, 503, 504})

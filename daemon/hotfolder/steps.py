@@ -20,6 +20,7 @@ from hotfolder.groups import GroupFolders
 from hotfolder.jobtools import JobTools, StepResult, printable
 from hotfolder.journal import Job
 from hotfolder.leaving import Leaving
+from hotfolder.linking import LinkCombiner
 from hotfolder.pipeline import Outcome, OutcomeKind, State
 from hotfolder.transfer import hash_file
 from hotfolder.twins import Duplicate, WaitForTwin, find_twin
@@ -37,6 +38,7 @@ class Steps:
         self._tools = tools
         self._groups = groups
         self._leaving = leaving
+        self._combiner = LinkCombiner(tools.link_lock)
         # False once the watcher has found that writers cannot be detected here.
         self._writers_checked = writers_checked
 
@@ -115,10 +117,14 @@ class Steps:
         """Attach the uploaded file to its record: never two links to one record at once."""
         adapter = self._tools.adapter(job)
         ctx = self._tools.context(job)
-        with self._tools.link_lock(adapter.link_key(ctx)):
-            if job.group is not None and adapter.manifest_name and not resend.is_resend(job.vendor):
+        key = adapter.link_key(ctx)
+        if job.group is not None and adapter.manifest_name and not resend.is_resend(job.vendor):
+            with self._tools.link_lock(key):
                 ids = self._groups.link(job, adapter, ctx)
-            else:
+        elif adapter.combines_links(ctx):
+            ids = self._combiner.link(key, ctx, adapter)  # with the others waiting on this record
+        else:
+            with self._tools.link_lock(key):
                 ids = adapter.link(ctx)
         return StepResult(Outcome.success(), ids=ids)
 

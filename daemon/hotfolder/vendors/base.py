@@ -95,6 +95,15 @@ class Vendor:
     def link(self, ctx: StepContext) -> Ids:
         return {}
 
+    def combines_links(self, ctx: StepContext) -> bool:
+        """Whether ``ctx``'s link may share one write with other links waiting on its link key."""
+        return False
+
+    def link_many(self, ctxs: Sequence[StepContext]) -> list[Ids]:
+        """Link every one of ``ctxs`` (all :meth:`combines_links`, one link key, one target) in one
+        read-modify-write; the ids of each, in order. Called under the link key's lock."""
+        raise NotImplementedError(f"{self.target.vendor} does not combine links")
+
     def link_group(self, ctx: StepContext, members: Sequence[StepContext], manifest: Mapping[str, Any]) -> Ids:
         """Link every member of a group folder at once (called once per group, under its lock).
 

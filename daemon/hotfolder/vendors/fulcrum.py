@@ -68,11 +68,15 @@ class FulcrumAttachments(FulcrumRecords):
             raise
         return {"finalized": True}
 
-    def link(self, ctx: StepContext) -> Ids:
-        attachment_id = ctx.ids["attachment_id"]
+    def record_item(self, ctx: StepContext) -> dict[str, Any] | None:
         if self._owner_type == "form":
-            return self._confirm_form_attachment(ctx, attachment_id)
-        return self._append_to_record(ctx, {"attachment_id": attachment_id, "name": ctx.name})
+            return None  # form-owned attachments have no record to write
+        return {"attachment_id": ctx.ids["attachment_id"], "name": ctx.name}
+
+    def link(self, ctx: StepContext) -> Ids:
+        if self._owner_type == "form":
+            return self._confirm_form_attachment(ctx, ctx.ids["attachment_id"])
+        return super().link(ctx)
 
     # -- linking ------------------------------------------------------------------------------
 

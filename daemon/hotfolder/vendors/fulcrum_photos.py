@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import mimetypes
 import uuid
+from typing import Any
 from urllib.parse import quote
 
 from hotfolder.errors import StepError
@@ -50,9 +51,9 @@ class FulcrumPhotos(FulcrumRecords):
             raise
         return {"photo_uploaded": True}
 
-    def link(self, ctx: StepContext) -> Ids:
+    def record_item(self, ctx: StepContext) -> dict[str, Any] | None:
         caption = str(self.target.option("caption") or "").format_map(ctx.template_values())
-        return self._append_to_record(ctx, {"photo_id": ctx.ids[PHOTO_KEY], "caption": caption})
+        return {"photo_id": ctx.ids[PHOTO_KEY], "caption": caption}
 
     def _photo_exists(self, access_key: str, ctx: StepContext) -> bool:
         """True if the vendor holds a photo under our key with our file's size (when it says a size)."""

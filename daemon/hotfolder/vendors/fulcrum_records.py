@@ -14,6 +14,7 @@ not a field of the record, and the link could not write it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 from urllib.parse import quote
 
@@ -48,6 +49,53 @@ class FulcrumRecords(FulcrumApi):
         """One lock per record of the account, not per target: an attachments target and a camera
         target may append to the same record, and two read-modify-writes at once lose one append."""
         return ("fulcrum-record", self.target.url, ctx.record or "")
+
+    def record_item(self, ctx: StepContext) -> dict[str, Any] | None:
+        """The item ``ctx``'s link puts in the record's field; None where the link is not to a record."""
+        raise NotImplementedError
+
+    def link(self, ctx: StepContext) -> Ids:
+        item = self.record_item(ctx)
+        assert item is not None, "a subclass without a record item links on its own"
+        return self._append_to_record(ctx, item)
+
+    def combines_links(self, ctx: StepContext) -> bool:
+        # A resend takes stale copies off the field: it links on its own.
+        return self.record_item(ctx) is not None and not resend.is_resend(ctx.ids)
+
+    def link_many(self, ctxs: Sequence[StepContext]) -> list[Ids]:
+        """Put every item in the record's field with one GET and at most one PUT.
+
+        Files dropped together into one record folder otherwise queue for its lock one by one, a
+        GET and a PUT each. Each item is checked as :meth:`_append_to_record` checks one (already
+        there, or this file's earlier link), against the field as read, so two files of the batch
+        never count as each other's earlier link.
+        """
+        id_key = self.item_id
+        field_key = self.target.option("field")
+        url = self._record_url(ctxs[0])
+        answer = self.call("GET", url, "link: read record", headers=self._headers).json()
+        record: dict[str, Any] = require(answer, "record", what="link: read record")
+        form_values = record.get("form_values") or {}
+        found = list(form_values.get(field_key) or [])
+        items = list(found)
+        answers: list[Ids] = []
+        for ctx in ctxs:
+            item = self.record_item(ctx)
+            assert item is not None
+            if any(isinstance(existing, dict) and existing.get(id_key) == item[id_key] for existing in found):
+                answers.append({"linked": True, "link_was_already_there": True})
+                continue
+            earlier = self._earlier_link(ctx, found)
+            if earlier is not None:
+                answers.append({"linked": True, "link_was_already_there": True, **earlier})
+                continue
+            items.append(item)
+            answers.append({"linked": True})
+        if len(items) > len(found):
+            record["form_values"] = {**form_values, field_key: items}
+            self.call("PUT", url, "link: write record", json={"record": record}, headers=self._headers)
+        return answers
 
     def _append_to_record(self, ctx: StepContext, item: dict[str, Any]) -> Ids:
         """Put ``item`` in the record's field unless an item with the same id is there.

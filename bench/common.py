@@ -63,7 +63,7 @@ def parse_size(text: str) -> int:
 
 def parse_duration_arg(text: str) -> float:
     """``50ms``, ``2s``, ``1m``, ``0.3``: seconds, as the daemon's config reads durations."""
-    from hotfolder.config import parse_duration
+    from hotfolder.options import parse_duration
     from hotfolder.errors import ConfigError
 
     try:

@@ -61,6 +61,7 @@ from hotfolder.journal import Journal, NewJob, StepRecord
 from hotfolder.pipeline import State
 
 TARGET_RATIO = 0.8
+LATENCY_TARGET_RATIO = 0.95  # with --latency
 HEADERS = {"X-ApiToken": FULCRUM_TOKEN, "Accept": "application/json"}
 
 
@@ -208,8 +209,10 @@ def main() -> int:
     report = Report(f"small files: {args.files} × {args.size / KIB:.0f} KiB over {args.records} records, "
                     f"{args.workers} workers{latency}; median of {args.rounds} rounds")
     ratio = args.files / chosen.window / base_rate
+    # With a vendor's latency both sides mostly wait, so the daemon's own cost should nearly vanish.
+    target = LATENCY_TARGET_RATIO if args.latency else TARGET_RATIO
     report.add("daemon, pipeline window (first queued → last done)", f"{args.files / chosen.window:.0f} files/s",
-               f"bare httpx {base_rate:.0f} files/s", f"{ratio:.2f}", f"≥ {TARGET_RATIO}×", ratio >= TARGET_RATIO)
+               f"bare httpx {base_rate:.0f} files/s", f"{ratio:.2f}", f"≥ {target}×", ratio >= target)
     report.add("daemon, whole `once` run (incl. start, settle, idle check)",
                f"{args.files / chosen.whole:.0f} files/s", f"bare httpx {base_rate:.0f} files/s",
                f"{args.files / chosen.whole / base_rate:.2f}")

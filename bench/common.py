@@ -63,8 +63,8 @@ def parse_size(text: str) -> int:
 
 def parse_duration_arg(text: str) -> float:
     """``50ms``, ``2s``, ``1m``, ``0.3``: seconds, as the daemon's config reads durations."""
-    from hotfolder.options import parse_duration
     from hotfolder.errors import ConfigError
+    from hotfolder.options import parse_duration
 
     try:
         return parse_duration(text, "duration")

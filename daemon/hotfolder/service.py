@@ -93,7 +93,11 @@ class Daemon:
             adapter.secret_found = register_secret
             adapters[name] = adapter
         cache = inbox_attribute_cache(settings.inbox, settings.watch.attribute_cache)
-        examiner = Examiner(check_writers=settings.watch.check_writers, check_complete=settings.watch.check_complete)
+        examiner = Examiner(
+            check_writers=settings.watch.check_writers, check_complete=settings.watch.check_complete,
+            # NFS (close-to-open) and SMB answer an open from the server: a settled file is looked at so.
+            look_through_open=cache is not None and cache.revalidated_on_open,
+        )
         # What happens to files goes out as events; the log lines are their first subscriber.
         self.events = EventBus()
         self.events.subscribe(log_event)

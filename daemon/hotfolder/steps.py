@@ -25,6 +25,7 @@ from hotfolder.pipeline import Outcome, OutcomeKind, State
 from hotfolder.transfer import hash_file
 from hotfolder.twins import Duplicate, WaitForTwin, find_twin
 from hotfolder.watch.formats import check_complete
+from hotfolder.watch.tracker import incomplete_for_too_long
 from hotfolder.watch.writers import WRITER_OPEN, LeaseUnsupported, has_writer
 
 INCOMPLETE_SINCE = "incomplete_since"  # journal id: when the hash step first found the file's end missing
@@ -88,8 +89,7 @@ class Steps:
         since = job.vendor.get(INCOMPLETE_SINCE)
         since = float(since) if isinstance(since, int | float) else now
         if now - since >= watch.incomplete_timeout:
-            limit = watch.incomplete_timeout
-            reason = f"{incomplete.reason} (still incomplete after {limit:g}s, watch.incomplete_timeout)"
+            reason = incomplete_for_too_long(incomplete.reason, watch.incomplete_timeout)
             return StepResult(Outcome(OutcomeKind.PERMANENT, reason))
         return StepResult(Outcome(OutcomeKind.PENDING, incomplete.reason, retry_after=watch.settle),
                            ids={INCOMPLETE_SINCE: since})

@@ -55,21 +55,20 @@ class FulcrumRecords(FulcrumApi):
         raise NotImplementedError
 
     def link(self, ctx: StepContext) -> Ids:
-        item = self.record_item(ctx)
-        assert item is not None, "a subclass without a record item links on its own"
-        return self._append_to_record(ctx, item)
+        return self.link_many([ctx])[0]
 
     def combines_links(self, ctx: StepContext) -> bool:
         # A resend takes stale copies off the field: it links on its own.
         return self.record_item(ctx) is not None and not resend.is_resend(ctx.ids)
 
     def link_many(self, ctxs: Sequence[StepContext]) -> list[Ids]:
-        """Put every item in the record's field with one GET and at most one PUT.
+        """Put each one's item in the record's field with one GET and at most one PUT.
 
-        Files dropped together into one record folder otherwise queue for its lock one by one, a
-        GET and a PUT each. Each item is checked as :meth:`_append_to_record` checks one (already
-        there, or this file's earlier link), against the field as read, so two files of the batch
-        never count as each other's earlier link.
+        An item already in the field, or this file's earlier link under another id, is left as it
+        is. A resend's item takes the place of its stale copies (the earlier sends' ids), so the field
+        ends with the new bytes once. Earlier links are looked for in the field as read, so two files
+        of one batch never count as each other's. The whole record goes back with PUT: PATCH would do
+        too, but PUT is what the vendor's own example uses, and both replace the field's whole array.
         """
         id_key = self.item_id
         field_key = self.target.option("field")
@@ -82,50 +81,26 @@ class FulcrumRecords(FulcrumApi):
         answers: list[Ids] = []
         for ctx in ctxs:
             item = self.record_item(ctx)
-            assert item is not None
-            if any(isinstance(existing, dict) and existing.get(id_key) == item[id_key] for existing in found):
+            assert item is not None, "a link without a record item is made by the subclass itself"
+            stale = set(resend.stale_values(ctx.ids, self.journal_id))
+            replaced = sorted({str(existing[id_key]) for existing in items if _holds(existing, id_key, stale)})
+            items = [existing for existing in items if not _holds(existing, id_key, stale)]
+            ours = any(isinstance(existing, dict) and existing.get(id_key) == item[id_key] for existing in items)
+            if ours and not replaced:
                 answers.append({"linked": True, "link_was_already_there": True})
                 continue
-            earlier = self._earlier_link(ctx, found)
-            if earlier is not None:
-                answers.append({"linked": True, "link_was_already_there": True, **earlier})
-                continue
-            items.append(item)
-            answers.append({"linked": True})
-        if len(items) > len(found):
+            if not ours and not stale:
+                earlier = self._earlier_link(ctx, found)
+                if earlier is not None:
+                    answers.append({"linked": True, "link_was_already_there": True, **earlier})
+                    continue
+            if not ours:
+                items.append(item)
+            answers.append({"linked": True, **({resend.REPLACED: replaced} if replaced else {})})
+        if items != found:
             record["form_values"] = {**form_values, field_key: items}
             self.call("PUT", url, "link: write record", json={"record": record}, headers=self._headers)
         return answers
-
-    def _append_to_record(self, ctx: StepContext, item: dict[str, Any]) -> Ids:
-        """Put ``item`` in the record's field unless an item with the same id is there.
-
-        A resend's item takes the place of the stale copies (the earlier sends' ids), so the field
-        ends with the new bytes once. The whole record goes back with PUT: PATCH would do too, but PUT
-        is what the vendor's own example uses, and both replace the field's whole array anyway.
-        """
-        id_key = self.item_id
-        field_key = self.target.option("field")
-        answer = self.call("GET", self._record_url(ctx), "link: read record", headers=self._headers).json()
-        record: dict[str, Any] = require(answer, "record", what="link: read record")
-        form_values = record.get("form_values") or {}
-        items = list(form_values.get(field_key) or [])
-        stale = set(resend.stale_values(ctx.ids, self.journal_id))
-        kept = [existing for existing in items if not _holds(existing, id_key, stale)]
-        replaced = sorted({str(existing[id_key]) for existing in items if _holds(existing, id_key, stale)})
-        done = {resend.REPLACED: replaced} if replaced else {}
-        ours = any(isinstance(existing, dict) and existing.get(id_key) == item[id_key] for existing in kept)
-        if ours and not replaced:
-            return {"linked": True, "link_was_already_there": True}
-        if not ours and not stale:
-            earlier = self._earlier_link(ctx, items)
-            if earlier is not None:
-                return {"linked": True, "link_was_already_there": True, **earlier}
-        if not ours:
-            kept.append(item)
-        record["form_values"] = {**form_values, field_key: kept}
-        self.call("PUT", self._record_url(ctx), "link: write record", json={"record": record}, headers=self._headers)
-        return {"linked": True, **done}
 
     def _earlier_link(self, ctx: StepContext, items: list[Any]) -> Ids | None:
         """Ids naming an item already in the field that is this file's earlier link under another id

@@ -36,7 +36,7 @@ class Examiner:
                  look_through_open: bool = False) -> None:
         self._check_writers = check_writers
         self._check_complete = check_complete
-        self.look_through_open = look_through_open
+        self._look_through_open = look_through_open
         # Why writers cannot be detected here (said once), or None while the test is made.
         self.writer_check_off: str | None = None
 
@@ -60,7 +60,7 @@ class Examiner:
         A file that cannot be read passes: the hash step's own open says why, and fails the file.
         """
         try:
-            fresh = _figures_through_open(path) if self.look_through_open else None
+            fresh = _figures_through_open(path) if self._look_through_open else None
             if fresh is not None and fresh[0] != size:
                 return Answers(fresh=fresh)  # settle starts again; no test on figures already old
             writer_open = self.writer_check_off is None and self._writer_has(path)

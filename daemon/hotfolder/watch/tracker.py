@@ -102,6 +102,11 @@ class Waiting:
     since: float  # tracker time of its first wait
 
 
+def incomplete_for_too_long(reason: str, timeout: float) -> str:
+    """Why a file whose end stayed missing for ``timeout`` is refused (the hash step says it too)."""
+    return f"{reason} (still incomplete after {timeout:g}s, watch.incomplete_timeout)"
+
+
 # --- the tracker ----------------------------------------------------------------------------------
 
 
@@ -206,8 +211,7 @@ class ReadinessTracker:
             assert since is not None
             if now - since >= self.incomplete_timeout:
                 self._hand_over(path, figures)
-                return Refuse(f"{answers.incomplete} (still incomplete after {self.incomplete_timeout:g}s, "
-                              "watch.incomplete_timeout)")
+                return Refuse(incomplete_for_too_long(answers.incomplete, self.incomplete_timeout))
             self._schedule(path, candidate, now + self.recheck)
             return Wait(answers.incomplete, first)
         return Ready(waited=self._hand_over(path, figures))

@@ -198,9 +198,9 @@ class Watcher:
         self._on_ready_batch = on_ready_batch
         self._on_refused = on_refused
         # Settled files pass the "is it finished?" tests before they are handed over.
-        self._examiner = examiner if examiner is not None else Examiner(check_writers=False, check_complete=False)
-        if cache is not None and cache.revalidated_on_open:
-            self._examiner.look_through_open = True
+        look_through_open = cache is not None and cache.revalidated_on_open
+        self._examiner = examiner if examiner is not None else Examiner(
+            check_writers=False, check_complete=False, look_through_open=look_through_open)
         self._on_incomplete = on_incomplete
         self._status_file = status_file
         self._clock = clock

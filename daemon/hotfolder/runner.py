@@ -28,8 +28,9 @@ from hotfolder.jobtools import JobTools, StepResult, printable
 from hotfolder.journal import Job, JournalBackend, NewJob, StepRecord
 from hotfolder.layout import LayoutError, place
 from hotfolder.leaving import Leaving, plan_destination
+from hotfolder.linking import Answer, LinkParked
 from hotfolder.logsetup import redact, redact_value
-from hotfolder.pipeline import Decision, RetryPolicy, State, decide
+from hotfolder.pipeline import Decision, Outcome, RetryPolicy, State, decide
 from hotfolder.steps import Steps
 from hotfolder.vendors.base import RATE_LIMIT_STATUSES, Vendor
 from hotfolder.watch.mounts import AttributeCache
@@ -62,7 +63,8 @@ class Runner:
         groups = GroupFolders(self._tools)
         leaving = Leaving(self._tools, groups, on_file_left_inbox=on_file_left_inbox,
                           cache_lag=cache.settle_lag if cache is not None else 0.0)
-        self._steps = Steps(self._tools, groups, leaving, writers_checked=writers_checked).table()
+        self._steps = Steps(self._tools, groups, leaving, writers_checked=writers_checked,
+                            deliver_link=self._deliver_link).table()
         self._wake = threading.Condition()
         self._in_flight: set[int] = set()  # claimed by a worker
         self._stopping = threading.Event()
@@ -205,15 +207,17 @@ class Runner:
                 continue
             if job is None:
                 return
-            finished = False
+            finished = parked = False
             try:
-                job = self.drive(job)
-                finished = job.finished
+                driven = self.drive(job)
+                parked = driven is None
+                finished = driven is not None and driven.finished
             except Exception:  # a bug must not kill the worker; the job is retried later
                 log.exception("worker error", job=job.id)
                 self._postpone_after_bug(job)
             finally:
-                self._release(job.id, finished)
+                if not parked:  # a parked job is released by whoever delivers its link
+                    self._release(job.id, finished)
 
     def _postpone_after_bug(self, job: Job) -> None:
         try:
@@ -232,18 +236,42 @@ class Runner:
 
     # -- driving one job -----------------------------------------------------------------------
 
-    def drive(self, job: Job) -> Job:
-        """Run steps of ``job`` until it finishes, must wait, or the daemon stops."""
+    def drive(self, job: Job) -> Job | None:
+        """Run steps of ``job`` until it finishes, must wait, or the daemon stops; None when its link
+        was handed to the worker serving its record (:mod:`hotfolder.linking`), which delivers it."""
         while not job.finished and not self._stopping.is_set():
             started = time.monotonic()
-            step = job.state
             result = self._run_step(job)
-            decision = decide(job.state, job.attempts, result.outcome, self.policy, self._jitter())
-            job = self._commit(job, result, decision)
-            self._tell(step, job, result, decision, time.monotonic() - started)
+            if result is None:
+                return None
+            job, decision = self._conclude(job, result, started)
             if decision.delay > 0:
                 break
         return job
+
+    def _conclude(self, job: Job, result: StepResult, started: float) -> tuple[Job, Decision]:
+        """Decide what the step's result means, commit it, and say so."""
+        step = job.state
+        decision = decide(step, job.attempts, result.outcome, self.policy, self._jitter())
+        job = self._commit(job, result, decision)
+        self._tell(step, job, result, decision, time.monotonic() - started)
+        return job, decision
+
+    def _deliver_link(self, job_id: int, answer: Answer, since: float) -> None:
+        """A parked job's link answer (from the thread that linked it): commit it and give the job
+        back to the pool; with no answer, back to the pool as it stands, to link again."""
+        finished = False
+        try:
+            if answer is not None:
+                job = self.journal.get(job_id)
+                result = (StepResult(answer.outcome, ids=answer.ids) if isinstance(answer, StepError)
+                          else StepResult(Outcome.success(), ids=answer))
+                job, _ = self._conclude(job, result, since)
+                finished = job.finished
+        except Exception:
+            log.exception("could not record a link", job=job_id)
+        finally:
+            self._release(job_id, finished)
 
     def _commit(self, job: Job, result: StepResult, decision: Decision) -> Job:
         step = job.state
@@ -288,11 +316,13 @@ class Runner:
         elif decision.state is State.DONE:
             emit(FileDone(job, self._clock() - job.created_at))
 
-    def _run_step(self, job: Job) -> StepResult:
+    def _run_step(self, job: Job) -> StepResult | None:
         try:
             return self._steps[job.state](job)
         except StepError as error:
             return StepResult(error.outcome, ids=error.ids)
+        except LinkParked:
+            return None
 
 
 

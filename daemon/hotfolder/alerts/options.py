@@ -104,7 +104,7 @@ def headers(value: object, key: str) -> tuple[Header, ...]:
     return tuple(result)
 
 
-_ADDRESS = re.compile(r"[^@\s<>,;\"]+@[^@\s<>,;\"]+\.?[^@\s<>,;\"]*")
+_ADDRESS = re.compile(r"[^@\s<>,;\"]+@[^@\s<>,;\"]+")  # a plain address; no display name
 
 
 def email_address(value: object, key: str) -> str:

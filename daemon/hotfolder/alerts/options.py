@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 import unicodedata
-import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from hotfolder.options import (
     choice,
     duration,
     found,
+    http_url_parts,
     integer,
     nonempty_text,
     refuse,
@@ -54,21 +54,9 @@ def _has_control(text: str) -> bool:
 
 def webhook_url(value: object, key: str) -> str:
     """An http(s) URL taken as written, query included (some receivers put their key there)."""
-    written = nonempty_text(value, key)
-    expected = "an http:// or https:// URL such as https://hooks.example.com/hotfolder"
-    shown = FromEnv(written) if isinstance(value, FromEnv) else written
-    if _has_control(written):
-        raise refuse(key, expected, shown)
-    parts = urllib.parse.urlsplit(written)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise refuse(key, expected, shown)
-    if "@" in parts.netloc:
-        raise ConfigError(key, "must not carry credentials (user:password@); use headers or secret")
-    try:
-        parts.port  # noqa: B018 - evaluated for its check: a bad port raises here
-    except ValueError:
-        raise refuse(key, f"{expected}, with a valid port", shown) from None
-    return FromEnv(written) if isinstance(value, FromEnv) else written
+    http_url_parts(value, key, "an http:// or https:// URL such as https://hooks.example.com/hotfolder",
+                   "use headers or secret")
+    return FromEnv(value) if isinstance(value, FromEnv) else str(value)
 
 
 @dataclass(frozen=True)

@@ -241,7 +241,9 @@ def test_failures_the_crashed_run_did_not_note_are_sent_after_the_restart(
 
 def test_a_paused_target_is_told_and_so_is_its_recovery(site: Site, webhook: WebhookReceiver) -> None:
     webhook.start()
-    site.sandbox.add_fault("POST", r"^/api/v2/attachments$", status=429, count=1000, headers={"Retry-After": "1"})
+    # The vendor's answer quotes the token: the pause's reason comes straight from it.
+    site.sandbox.add_fault("POST", r"^/api/v2/attachments$", status=429, count=1000, headers={"Retry-After": "1"},
+                           body=json.dumps({"error": f"slow down, X-ApiToken {TOKEN}"}))
     daemon = running(site, notify=notify(webhook, alert_after="1s"))
     try:
         site.drop("rec-1", "paced.pdf", b"%PDF-1.4 paced")
@@ -256,6 +258,7 @@ def test_a_paused_target_is_told_and_so_is_its_recovery(site: Site, webhook: Web
     (recovered,) = webhook.delivered("target_recovered")
     assert recovered.document["paused_since"] == paused.document["paused_since"]
     assert webhook.delivered("files_failed") == []
+    assert_no_secret(webhook, None)
 
 
 def test_a_file_not_ready_for_too_long_is_told(site: Site, webhook: WebhookReceiver) -> None:
@@ -270,3 +273,52 @@ def test_a_file_not_ready_for_too_long_is_told(site: Site, webhook: WebhookRecei
     (waiting,) = webhook.delivered("files_waiting")
     (entry,) = waiting.document["files"]
     assert entry["file"] == "fulcrum/rec-1/half.pdf" and "EOF" in entry["reason"]
+
+
+# --- the email channel's TLS and login, against the real server ----------------------------------------
+
+
+def _email_channel(smtp: SmtpReceiver, **overrides: Any) -> Any:
+    from hotfolder.alerts.options import EmailSettings
+    from hotfolder.alerts.smtp import EmailChannel
+
+    settings = {"host": "127.0.0.1", "port": smtp.port, "security": "starttls", "username": SMTP_USER,
+                "password": SMTP_PASSWORD, "sender": "hotfolder@example.test", "recipients": ("ops@example.test",),
+                "verify_tls": True, "ca_file": smtp.cert_file, "timeout": 5.0, **overrides}
+    return EmailChannel(EmailSettings(**settings))
+
+
+def _an_alert() -> Any:
+    from hotfolder.alerts import messages
+    from hotfolder.alerts.outbox import Delivery
+
+    alert = messages.unclean_stop("scan-test", 4242, 0.0, 60.0, 3, 120.0)
+    return Delivery(alert.id, alert.kind, alert.body, 0)
+
+
+def test_email_is_never_sent_in_clear_when_starttls_is_asked(tmp_path: Path) -> None:
+    from hotfolder.alerts.channels import DeliveryError
+
+    plain = SmtpReceiver(tmp_path, starttls=False).start()  # offers no STARTTLS
+    try:
+        with pytest.raises(DeliveryError, match="STARTTLS"):
+            _email_channel(plain).send(_an_alert())
+        assert plain.messages == []
+    finally:
+        plain.stop()
+
+
+def test_email_checks_the_certificate_unless_told_not_to(smtp: SmtpReceiver) -> None:
+    from hotfolder.alerts.channels import DeliveryError
+
+    smtp.start()
+    with pytest.raises(DeliveryError, match="CERTIFICATE_VERIFY_FAILED"):
+        _email_channel(smtp, ca_file=None).send(_an_alert())  # self-signed: not in the system's store
+    with pytest.raises(DeliveryError) as refused:
+        _email_channel(smtp, password="wrong-password-31337").send(_an_alert())
+    assert "wrong-password-31337" not in str(refused.value)
+    assert smtp.messages == []
+    _email_channel(smtp, ca_file=None, verify_tls=False).send(_an_alert())
+    (mail,) = smtp.messages
+    assert mail["Subject"] == "[hotfolder scan-test] started again after an unclean stop"
+    assert "pid 4242" in mail.get_content() and "3 unfinished jobs resume" in mail.get_content()

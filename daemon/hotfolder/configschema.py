@@ -5,7 +5,8 @@ What it is for: an editor pointed at it (the YAML language server's
 while the file is written. ``hotfolder check-config`` stays the authority: the schema accepts
 everything check-config accepts (but a target's ``vendor`` given as ``${NAME}``: the vendor picks
 the target's keys), and refuses what can be seen one value at a time, but not the rules that span
-keys (nested folders, retry.max_backoff below retry.backoff, Visibuild's credentials), nor
+keys (nested folders, retry.max_backoff below retry.backoff, Visibuild's credentials, an SMTP
+username without its password), nor
 whether each ``${NAME}`` is set.
 
 Where each part comes from, so that nothing is written twice:
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -90,6 +92,14 @@ def _template_pattern() -> str:
     return rf"^(?:\$\{{{_NAME}\}}|\{{\{{|\}}\}}|{placeholder}|[^{{}}])*$"
 
 
+def _any_case(words: list[str]) -> str:
+    """A pattern matching any of ``words`` whole, in any letter case (JSON Schema patterns take no flags)."""
+    def letters(word: str) -> str:
+        return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else re.escape(c) for c in word)
+
+    return "^(?:" + "|".join(letters(word) for word in words) + ")$"
+
+
 def _definitions() -> dict[str, Any]:
     """The value kinds, under ``$defs``; a key's schema refers to one of them."""
     examples = "500ms, 5s, 2m, 1h or 30d (a bare number means seconds)"
@@ -144,8 +154,7 @@ def _definitions() -> dict[str, Any]:
         },
         "http_headers": {
             "type": "object",
-            "propertyNames": {"pattern": _HEADER_NAME,
-                              "not": {"enum": sorted(OWN_HEADERS)}},
+            "propertyNames": {"pattern": _HEADER_NAME, "not": {"pattern": _any_case(sorted(OWN_HEADERS))}},
             "additionalProperties": {"type": "string", "pattern": r"^[^\x00-\x1f\x7f]*$"},
             "description": "extra HTTP headers, name: value (a value written as ${NAME} is kept secret)",
         },

@@ -322,3 +322,17 @@ def test_email_checks_the_certificate_unless_told_not_to(smtp: SmtpReceiver) -> 
     (mail,) = smtp.messages
     assert mail["Subject"] == "[hotfolder scan-test] started again after an unclean stop"
     assert "pid 4242" in mail.get_content() and "3 unfinished jobs resume" in mail.get_content()
+
+
+def test_a_damaged_outbox_is_put_aside_and_alerts_go_on(site: Site, webhook: WebhookReceiver) -> None:
+    outbox = outbox_path(site.journal_path)
+    outbox.parent.mkdir(parents=True, exist_ok=True)
+    outbox.write_bytes(b"not a database at all " * 400)
+    webhook.start()
+    daemon = running(site, notify=notify(webhook, digest_interval="300ms"))
+    try:
+        site.drop("no-such-record", "after-damage.pdf", b"%PDF-1.4 d")
+        wait_for(lambda: webhook.delivered("files_failed"), what="the digest")
+    finally:
+        daemon.stop()
+    assert len(list(outbox.parent.glob(outbox.name + ".damaged-*"))) == 1

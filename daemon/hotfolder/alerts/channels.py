@@ -15,6 +15,7 @@ class DeliveryError(Exception):
 
 class Channel(Protocol):
     name: str  # the key its deliveries are kept under in the outbox: webhook:<name> or email
+    verifies_tls: bool
 
     def describe(self) -> str:
         """Where it sends, for the log: never a credential (a webhook's URL may be one)."""

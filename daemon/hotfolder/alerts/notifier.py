@@ -18,6 +18,7 @@ import os
 import queue
 import random
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -78,10 +79,9 @@ class Notifier:
         self.inbox = inbox
         self.journal = journal
         self.server = notify.name or socket.gethostname()
-        self.outbox = Outbox(outbox_path(journal_path))
-        if self.outbox.recovered_from is not None:
-            log.error("alert outbox was unreadable; moved aside and started afresh: alerts not yet sent are lost",
-                      damaged=str(self.outbox.recovered_from))
+        self.outbox_path = outbox_path(journal_path)
+        self.outbox: Outbox
+        self._on = False  # the outbox is open and the threads run
         self.channels = make_channels(notify)
         self.rules = AlertRules(notify.alert_after)
         self._clock = clock
@@ -98,6 +98,8 @@ class Notifier:
     # -- the subscriber: quick, never blocks ---------------------------------------------------------
 
     def on_event(self, event: Event) -> None:
+        if not self._on:
+            return
         if isinstance(event, StepEnded):
             if event.job.target in self._paused and event.outcome.kind in _ANSWERED:
                 self._events.put((self._clock(), event))
@@ -111,6 +113,27 @@ class Notifier:
     # -- start and stop ----------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Open the outbox and start the threads; alerts that cannot work are logged, never fatal: the
+        files still go up."""
+        try:
+            self._begin()
+        except (sqlite3.Error, OSError) as error:
+            log.error("alerts are OFF: their outbox cannot be used", outbox=str(self.outbox_path), error=str(error))
+            return
+        self._on = True
+        self._spawn("alerts", self._apply_rules)
+        for channel in self.channels:
+            self._spawn(f"alerts-{channel.name}", lambda channel=channel: self._feed(channel))
+
+    def _begin(self) -> None:
+        self.outbox = Outbox(self.outbox_path)
+        if self.outbox.recovered_from is not None:
+            log.error("alert outbox was unreadable; moved aside and started afresh: alerts not yet sent are lost",
+                      damaged=str(self.outbox.recovered_from))
+        for channel in self.channels:
+            if not channel.verifies_tls:
+                log.warning("TLS verification is OFF for this alert channel (verify_tls: false)",
+                            channel=channel.describe())
         now = self._clock()
         self._run_id, previous = self.outbox.begin_run(os.getpid(), now)
         self._alive_at = now
@@ -122,9 +145,6 @@ class Notifier:
             self._after_unclean_stop(previous, now)
         log.info("alerts on", channels=[channel.describe() for channel in self.channels],
                  outbox=str(self.outbox.path), waiting=self.outbox.undelivered())
-        self._spawn("alerts", self._apply_rules)
-        for channel in self.channels:
-            self._spawn(f"alerts-{channel.name}", lambda channel=channel: self._feed(channel))
 
     def _spawn(self, name: str, work: Callable[[], None]) -> None:
         thread = threading.Thread(target=work, name=name, daemon=True)
@@ -134,6 +154,14 @@ class Notifier:
     def stop(self) -> None:
         """Make a digest of the failures gathered so far, give the channels a moment to send what is
         due, and record a clean stop; what is not sent by then goes out after the next start."""
+        if not self._on:
+            return
+        try:
+            self._stop()
+        except Exception:  # a full disk: the daemon's own stop must go on
+            log.exception("alerts could not stop cleanly")
+
+    def _stop(self) -> None:
         self._stopping.set()
         rules_thread, senders = self._threads[:1], self._threads[1:]
         for thread in rules_thread:

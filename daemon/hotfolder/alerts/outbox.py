@@ -91,10 +91,16 @@ class Outbox:
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._conn = self._open(path)
+        except sqlite3.OperationalError:
+            raise  # cannot be opened (permissions, a lock): not damage, so nothing is moved
         except sqlite3.DatabaseError:
             # Unreadable (a disk fault): alerts not yet sent are lost, the daemon's work is not. Keep it aside.
             aside = path.with_name(f"{path.name}.damaged-{int(time.time())}")
             path.rename(aside)
+            for suffix in ("-wal", "-shm"):  # a new file must not pick up the old one's log
+                side = path.with_name(path.name + suffix)
+                if side.exists():
+                    side.rename(aside.with_name(aside.name + suffix))
             self.recovered_from = aside
             self._conn = self._open(path)
         self._lock = threading.Lock()
@@ -104,8 +110,11 @@ class Outbox:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")  # a committed alert survives a power cut
+        (verdict,) = conn.execute("PRAGMA quick_check").fetchone()
+        if verdict != "ok":
+            conn.close()
+            raise sqlite3.DatabaseError(f"quick_check: {verdict}")
         conn.executescript(_SCHEMA)
-        conn.execute("PRAGMA quick_check").fetchone()
         return conn
 
     @contextmanager

@@ -27,6 +27,7 @@ class EmailChannel:
 
     def __init__(self, settings: EmailSettings) -> None:
         self.settings = settings
+        self.verifies_tls = settings.verify_tls
         self._context = tls_context(settings.verify_tls, settings.ca_file)
 
     def describe(self) -> str:

@@ -32,6 +32,7 @@ class WebhookChannel:
     def __init__(self, settings: WebhookSettings, user_agent: str) -> None:
         self.settings = settings
         self.name = f"webhook:{settings.name}"
+        self.verifies_tls = settings.verify_tls
         verify = tls_context(settings.verify_tls, settings.ca_file) if settings.url.startswith("https:") else True
         self._client = httpx.Client(timeout=settings.timeout, verify=verify, follow_redirects=False)
         self._headers = {header.name: header.value for header in settings.headers}

@@ -135,20 +135,24 @@ def _check_login(server: Any, session: Any, envelope: Any, mechanism: str, auth_
 
 
 class SmtpReceiver:
-    """aiosmtpd on 127.0.0.1: STARTTLS required before anything, then AUTH with SMTP_USER/SMTP_PASSWORD."""
+    """aiosmtpd on 127.0.0.1 that wants AUTH with SMTP_USER/SMTP_PASSWORD over TLS: ``tls`` "starttls"
+    (required before anything else), "implicit" (TLS from the first byte) or "none" (no TLS, no login)."""
 
-    def __init__(self, folder: Path, port: int | None = None, *, starttls: bool = True) -> None:
+    def __init__(self, folder: Path, port: int | None = None, *, tls: str = "starttls") -> None:
         import ssl
 
         self.port = port or free_port()
         self.cert_file, key_file = self_signed_certificate(folder)
         self.mailbox = _Mailbox()
-        kwargs: dict[str, Any] = {}
-        if starttls:
-            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            context.load_cert_chain(self.cert_file, key_file)
-            kwargs = {"tls_context": context, "require_starttls": True, "authenticator": _check_login,
-                      "auth_require_tls": True, "auth_required": True}
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.cert_file, key_file)
+        login = {"authenticator": _check_login, "auth_require_tls": True, "auth_required": True}
+        kwargs: dict[str, Any] = {
+            "starttls": {"tls_context": context, "require_starttls": True, **login},
+            # aiosmtpd counts only STARTTLS as TLS for auth_require_tls; here every byte is TLS already.
+            "implicit": {"ssl_context": context, "server_hostname": "localhost", **login, "auth_require_tls": False},
+            "none": {},
+        }[tls]
         self._running = False
         self._controller = Controller(self.mailbox, hostname="127.0.0.1", port=self.port, **kwargs)
 

@@ -299,13 +299,24 @@ def _an_alert() -> Any:
 def test_email_is_never_sent_in_clear_when_starttls_is_asked(tmp_path: Path) -> None:
     from hotfolder.alerts.channels import DeliveryError
 
-    plain = SmtpReceiver(tmp_path, starttls=False).start()  # offers no STARTTLS
+    plain = SmtpReceiver(tmp_path, tls="none").start()  # offers no STARTTLS
     try:
         with pytest.raises(DeliveryError, match="STARTTLS"):
             _email_channel(plain).send(_an_alert())
         assert plain.messages == []
     finally:
         plain.stop()
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")  # the receiver's TLS is implicit
+def test_email_over_implicit_tls(tmp_path: Path) -> None:
+    server = SmtpReceiver(tmp_path, tls="implicit").start()
+    try:
+        _email_channel(server, security="tls").send(_an_alert())
+        (mail,) = server.messages
+        assert mail["X-Hotfolder-Alert-Id"] and "unclean stop" in mail["Subject"]
+    finally:
+        server.stop()
 
 
 def test_email_checks_the_certificate_unless_told_not_to(smtp: SmtpReceiver) -> None:

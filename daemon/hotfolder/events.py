@@ -90,8 +90,16 @@ class TargetPaused:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class TargetResumed:
+    """A paused target answers again: its jobs go on."""
+
+    target: str
+
+
 Event = (
     FileWaiting | FileReadyAfterWaiting | FileQueued | FileRefused | StepEnded | FileDone | FileFailed | TargetPaused
+    | TargetResumed
 )
 Subscriber = Callable[[Event], None]
 

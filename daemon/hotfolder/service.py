@@ -10,7 +10,8 @@ from typing import Any
 import httpx
 import structlog
 
-from hotfolder.config import Settings, TargetSettings
+from hotfolder.alerts.notifier import Notifier
+from hotfolder.config import Settings, TargetSettings, secret_values
 from hotfolder.eventlog import log_event
 from hotfolder.events import EventBus
 from hotfolder.journal import Journal
@@ -101,6 +102,12 @@ class Daemon:
         # What happens to files goes out as events; the log lines are their first subscriber.
         self.events = EventBus()
         self.events.subscribe(log_event)
+        self.notifier: Notifier | None = None
+        if settings.notify is not None:
+            for secret in secret_values(settings):  # the alerts redact with the log's redactor
+                register_secret(secret)
+            self.notifier = Notifier(settings.notify, settings.journal, settings.inbox, self.journal)
+            self.events.subscribe(self.notifier.on_event)
         self.runner = Runner(settings, self.journal, adapters, on_file_left_inbox=self._forget,
                              writers_checked=lambda: examiner.writer_check_off is None, cache=cache,
                              events=self.events)
@@ -133,6 +140,8 @@ class Daemon:
             "hotfolder starting", inbox=str(self.settings.inbox), targets=sorted(self.settings.targets),
             workers=self.settings.workers, unfinished_jobs=self.journal.unfinished_count(),
         )
+        if self.notifier is not None:
+            self.notifier.start()  # first: it tells of an unclean stop before the work resumes
         self.runner.start()
         self.watcher.start()
         self.archiver.start()
@@ -142,6 +151,8 @@ class Daemon:
         self.archiver.stop()
         self.watcher.stop()
         self.runner.stop()
+        if self.notifier is not None:
+            self.notifier.stop()  # after the runner: its last failures go into the last digest
         for client in self.clients:
             client.close()
         self.journal.close()

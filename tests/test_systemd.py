@@ -1,6 +1,8 @@
 """The shipped unit under a real systemd 252, booted in a ``systemd-nspawn`` container, exactly as the
 README's "Running it for real" installs it: the built wheel in /opt/hotfolder/.venv, the unit and the
-sysusers file unmodified, the config's default folders, the secrets in /etc/hotfolder/env. The daemon
+sysusers file unmodified, the folders on "a share" at /mnt/share given to the unit by the README's drop-in,
+the secrets in /etc/hotfolder/env. (The daemon's dependencies are copied from the test's environment
+rather than fetched, so that the test needs no package index; the wheel itself is installed by pip.) The daemon
 talks to the simulator on the host's 127.0.0.1 (the container shares the host's network).
 
 One test walks the admin's path in order, because each step starts from the state the previous one
@@ -37,6 +39,12 @@ REPO = Path(__file__).resolve().parents[1]
 UNIT = REPO / "systemd" / "hotfolder.service"
 SYSUSERS = REPO / "systemd" / "hotfolder.sysusers"
 VENV = "/opt/hotfolder/.venv"
+SHARE = "/mnt/share"  # the folders, as on a mounted share: not the unit's defaults, so the README's drop-in is used
+DROP_IN = f"""[Service]
+ReadWritePaths={SHARE}/inbox {SHARE}/done {SHARE}/failed
+[Unit]
+RequiresMountsFor={SHARE}/inbox
+"""
 EXPOSURE_LIMIT = 1.5
 
 
@@ -116,11 +124,11 @@ def _install_venv(root: Path, wheel: Path) -> None:
 def _config(sandbox_url: str, targets: dict[str, str], **overrides: Any) -> str:
     """The config an admin writes: the example's default folders, a Fulcrum target per record folder."""
     config: dict[str, Any] = {
-        "inbox": "/srv/scans/inbox", "done": "/srv/scans/done", "failed": "/srv/scans/failed",
+        "inbox": f"{SHARE}/inbox", "done": f"{SHARE}/done", "failed": f"{SHARE}/failed",
         "journal": "/var/lib/hotfolder/journal.db", "log_level": "info",
         "watch": {"settle": "300ms", "check_complete": False},
         "retry": {"backoff": "200ms", "max_backoff": "2s"},
-        "targets": {name: {"vendor": "fulcrum", "url": sandbox_url, "token": "${FULCRUM_TOKEN}", "field": FIELD,
+        "targets": {name: {"vendor": "fulcrum", "url": sandbox_url, "token": "${FULCRUM_API_TOKEN}", "field": FIELD,
                            "timeout": "10s"} for name in targets},
         **overrides,
     }
@@ -148,7 +156,7 @@ class Machine:
         """A file as a scanner or a share's user leaves it: owned by root, readable by all, in a record
         folder the service may write (so it can move the file out). Taking a lease on a file the service
         does not own is what its CAP_LEASE is for."""
-        folder = self.root / "srv" / "scans" / "inbox" / target / record
+        folder = self.root / SHARE.lstrip("/") / "inbox" / target / record
         folder.mkdir(parents=True, exist_ok=True)
         uid, gid = self.hotfolder_ids()
         for part in (folder.parent, folder):
@@ -166,7 +174,7 @@ class Machine:
         raise LookupError("no hotfolder user")
 
     def done(self, target: str, record: str, name: str) -> Path:
-        return self.root / "srv" / "scans" / "done" / target / record / name
+        return self.root / SHARE.lstrip("/") / "done" / target / record / name
 
     def journal(self, *args: str) -> str:
         return self.container.run("journalctl", "--no-pager", "-u", "hotfolder", *args).stdout
@@ -195,6 +203,9 @@ def _attached_bytes(site: Site, record: str) -> list[bytes]:
 def test_the_shipped_unit_under_systemd(machine: Machine, site: Site) -> None:
     assert nspawn_missing() is None
     run, root = machine.container.run, machine.root
+    # The form the records' attachment field belongs to: what check-config --online looks for.
+    site.sandbox.fulcrum.add_form("form-1", "Inspections",
+                                  [{"type": "AttachmentField", "key": FIELD, "label": "Files", "data_name": "files"}])
     started = time.monotonic()
 
     # -- install, as the README says -------------------------------------------------------------------
@@ -205,11 +216,18 @@ def test_the_shipped_unit_under_systemd(machine: Machine, site: Site) -> None:
     shutil.copy(SYSUSERS, root / "etc" / "sysusers.d" / "hotfolder.conf")
     run("systemd-sysusers")
     run("install", "-d", "-o", "hotfolder", "-g", "hotfolder", "-m", "0750",
-        "/srv/scans/inbox", "/srv/scans/done", "/srv/scans/failed")
+        f"{SHARE}/inbox", f"{SHARE}/done", f"{SHARE}/failed")
     run("install", "-d", "-m", "0755", "/etc/hotfolder")
     machine.write_config(_config(site.sandbox.url, {"fulcrum": "rec-1"}))
-    run("install", "-m", "0600", "/dev/stdin", "/etc/hotfolder/env", input=f"FULCRUM_TOKEN={TOKEN}\n")
+    run("install", "-m", "0600", "/dev/stdin", "/etc/hotfolder/env", input=f"FULCRUM_API_TOKEN={TOKEN}\n")
+    for check in ("check-config", "check-config --online"):  # with the secrets the service will have
+        checked = run("sh", "-c", f"set -a && . /etc/hotfolder/env && exec {VENV}/bin/hotfolder {check} "
+                      "/etc/hotfolder/config.yaml")
+        assert "fulcrum" in checked.stdout and TOKEN not in checked.stdout + checked.stderr
     shutil.copy(UNIT, root / "etc" / "systemd" / "system" / "hotfolder.service")
+    drop_in = root / "etc" / "systemd" / "system" / "hotfolder.service.d"
+    drop_in.mkdir()
+    (drop_in / "override.conf").write_text(DROP_IN)  # what `systemctl edit hotfolder` saves
     assert (root / "etc" / "systemd" / "system" / "hotfolder.service").read_bytes() == UNIT.read_bytes()
     verify = run("systemd-analyze", "verify", "/etc/systemd/system/hotfolder.service", check=False)
     assert verify.returncode == 0 and not verify.stderr.strip(), verify.stderr
@@ -224,6 +242,7 @@ def test_the_shipped_unit_under_systemd(machine: Machine, site: Site) -> None:
     assert (state["ActiveState"], state["SubState"]) == ("active", "running"), state
     assert "queued" in state["StatusText"], state
     main_pid = state["MainPID"]
+    assert "Status: " in machine.systemctl("status", "hotfolder", "--no-pager", check=False).stdout
 
     # -- a file ends in done/, attached once ---------------------------------------------------------
     first = b"%PDF-1.4 first file " + os.urandom(2000)
@@ -236,7 +255,7 @@ def test_the_shipped_unit_under_systemd(machine: Machine, site: Site) -> None:
     machine.write_config(_config(site.sandbox.url, {"fulcrum": "rec-1", "fulcrum-b": "rec-2"}))
     machine.systemctl("reload", "hotfolder")
     second = b"%PDF-1.4 second target " + os.urandom(2000)
-    wait_for(lambda: (root / "srv/scans/inbox/fulcrum-b").is_dir(), what="the new target's inbox folder")
+    wait_for(lambda: (root / SHARE.lstrip("/") / "inbox" / "fulcrum-b").is_dir(), what="the new target's folder")
     machine.drop("fulcrum-b", "rec-2", "scan-2.pdf", second)
     wait_for(lambda: machine.done("fulcrum-b", "rec-2", "scan-2.pdf").exists(), timeout=30, what="scan-2 done")
     assert _attached_bytes(site, "rec-2") == [second]
@@ -256,10 +275,10 @@ def test_the_shipped_unit_under_systemd(machine: Machine, site: Site) -> None:
     uid, gid = machine.hotfolder_ids()
     daemon_pid = machine.container.host_pid(int(main_pid))
     probe = ["nsenter", "-t", str(daemon_pid), "-m", "-S", str(uid), "-G", str(gid), "--", "/usr/bin/touch"]
-    for outside in ("/etc/hotfolder/probe", "/opt/hotfolder/probe", "/srv/probe", "/var/probe"):
+    for outside in ("/etc/hotfolder/probe", "/opt/hotfolder/probe", "/mnt/probe", "/var/probe"):
         refused = subprocess.run([*probe, outside], capture_output=True, text=True, timeout=30, check=False)
         assert refused.returncode != 0 and "Read-only file system" in refused.stderr, (outside, refused.stderr)
-    allowed = subprocess.run([*probe, "/srv/scans/done/probe", "/var/lib/hotfolder/probe"],
+    allowed = subprocess.run([*probe, f"{SHARE}/done/probe", "/var/lib/hotfolder/probe"],
                              capture_output=True, text=True, timeout=30, check=False)
     assert allowed.returncode == 0, allowed.stderr  # the same probe can write where the unit allows it
 
@@ -298,4 +317,5 @@ def test_the_shipped_unit_under_systemd(machine: Machine, site: Site) -> None:
     assert "reload refused" in warnings and "workers" in warnings
     assert '"file done"' not in warnings  # info lines are not warnings
     assert TOKEN not in machine.journal("-o", "json")
+    assert "CAP_LEASE" not in machine.journal("-o", "cat")  # the lease on root's files worked: no warning
     print(f"real-systemd walk: {time.monotonic() - started:.1f}s")

@@ -74,10 +74,12 @@ def test_an_outage_pauses_the_target_probes_it_then_every_file_is_done_once(vend
         with contextlib.redirect_stdout(status):
             main(["status", "-c", str(vendors.config_path)])
         assert "target fulcrum is paused" in status.getvalue(), status.getvalue()
+        assert "paused: fulcrum (outage)" in daemon.status_line()  # systemd's STATUS= line
         time.sleep(max(0.0, outage - (time.monotonic() - down_at)))
         vendors.sandbox.clear_faults()
         wait_for(lambda: all((vendors.done / "fulcrum" / RECORD / n).exists() for n in files), timeout=30,
                  what="every Fulcrum file done")
+        assert "paused" not in daemon.status_line()
     finally:
         daemon.stop()
 

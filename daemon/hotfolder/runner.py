@@ -41,7 +41,7 @@ from hotfolder.leaving import Leaving, plan_destination
 from hotfolder.limits import TargetUnavailable
 from hotfolder.liveness import Liveness, progress
 from hotfolder.logsetup import redact, redact_value
-from hotfolder.pipeline import Decision, RetryPolicy, State, decide
+from hotfolder.pipeline import Decision, OutcomeKind, RetryPolicy, State, decide
 from hotfolder.steps import Steps
 from hotfolder.vendors.base import RATE_LIMIT_STATUSES, Vendor
 from hotfolder.watch.mounts import AttributeCache
@@ -83,6 +83,9 @@ class Runner:
         # the journal's retry times say): the target resumed, or a reload brought it back.
         self._parked: dict[str, set[int]] = {}
         self._woken: set[int] = set()
+        # Jobs whose last step failed for a while (an error worth another try), by target: when the
+        # target resumes after an outage they go on at once rather than after their own backoff.
+        self._setback: dict[str, set[int]] = {}
         self._stopping = threading.Event()
         self._threads: dict[int, threading.Thread] = {}
         self.events.subscribe(self._on_event)
@@ -192,6 +195,8 @@ class Runner:
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, TargetResumed):
+            with self._wake:
+                self._woken |= self._setback.pop(event.target, set())
             self.wake_target(event.target)
 
     def in_flight_count(self) -> int:
@@ -306,6 +311,7 @@ class Runner:
             decision = decide(job.state, job.attempts, result.outcome, self.policy, self._jitter())
             job = self._commit(job, result, decision)
             progress()
+            self._note_setback(job, result.outcome.kind is OutcomeKind.TRANSIENT and not job.finished)
             self._tell(step, job, result, decision, time.monotonic() - started)
             if decision.delay > 0:
                 break
@@ -353,6 +359,16 @@ class Runner:
             emit(FileFailed(job))
         elif decision.state is State.DONE:
             emit(FileDone(job, self._clock() - job.created_at))
+
+    def _note_setback(self, job: Job, setback: bool) -> None:
+        held = self._setback.get(job.target)
+        if not setback and (held is None or job.id not in held):
+            return  # the common case: nothing to note, no lock taken
+        with self._wake:
+            if setback:
+                self._setback.setdefault(job.target, set()).add(job.id)
+            elif held is not None:
+                held.discard(job.id)
 
     def _run_step(self, job: Job) -> StepResult:
         try:

@@ -37,6 +37,7 @@ __all__ = ["site"]  # the fixture, used by name
 
 REPO = Path(__file__).resolve().parents[1]
 UNIT = REPO / "systemd" / "hotfolder.service"
+TEMPLATE = REPO / "systemd" / "hotfolder@.service"
 SYSUSERS = REPO / "systemd" / "hotfolder.sysusers"
 VENV = "/opt/hotfolder/.venv"
 SHARE = "/mnt/share"  # the folders, as on a mounted share: not the unit's defaults, so the README's drop-in is used
@@ -230,6 +231,10 @@ def test_the_shipped_unit_under_systemd(machine: Machine, site: Site) -> None:
     (drop_in / "override.conf").write_text(DROP_IN)  # what `systemctl edit hotfolder` saves
     assert (root / "etc" / "systemd" / "system" / "hotfolder.service").read_bytes() == UNIT.read_bytes()
     verify = run("systemd-analyze", "verify", "/etc/systemd/system/hotfolder.service", check=False)
+    assert verify.returncode == 0 and not verify.stderr.strip(), verify.stderr
+    # The template too, for one instance (the sites with several shares).
+    shutil.copy(TEMPLATE, root / "etc" / "systemd" / "system" / "hotfolder@.service")
+    verify = run("systemd-analyze", "verify", "hotfolder@site-a.service", check=False)
     assert verify.returncode == 0 and not verify.stderr.strip(), verify.stderr
     score, line = _exposure(root / "etc" / "systemd" / "system" / "hotfolder.service")
     print(f"\n{line} (limit {EXPOSURE_LIMIT})")

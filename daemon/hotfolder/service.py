@@ -192,8 +192,9 @@ class Daemon:
         log.warning("not a regular file, left alone", file=str(path), reason=reason)
 
     def start(self) -> None:
-        """Start the work; when this returns the daemon is ready (the journal is open, interrupted
-        moves are recovered, and the first scan of the inbox has handed its files over)."""
+        """Start the work; when this returns the daemon is ready: the journal is open (checked, its WAL
+        recovered), the workers have its unfinished jobs in hand (an interrupted move is finished by its
+        job, not repeated), and the first scan of the inbox has handed what it found to the watcher."""
         log.info(
             "hotfolder starting", inbox=str(self.settings.inbox), targets=sorted(self.settings.targets),
             workers=self.settings.workers, unfinished_jobs=self.journal.unfinished_count(),

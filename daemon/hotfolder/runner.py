@@ -252,6 +252,8 @@ class Runner:
             self._woken.discard(job_id)
             if finished:
                 self._tools.scratch.pop(job_id, None)
+                for parked in self._parked.values():  # a handful of targets at most
+                    parked.discard(job_id)
             else:
                 # It waits for a retry time that sleeping workers did not know about: one of them
                 # recomputes its wake-up. A finished job brings no new work, so nobody is woken.

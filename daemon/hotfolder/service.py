@@ -173,6 +173,11 @@ class Daemon:
             self.events.emit(ConfigReloaded(False, str(error)))
             self.notifier.ready(self.status_line())
             return False
+        except Exception as error:  # a bug must not take the running daemon down with the reload
+            log.exception("reload failed")
+            self.events.emit(ConfigReloaded(False, f"internal error ({type(error).__name__}); see the log"))
+            self.notifier.ready(self.status_line())
+            return False
         self.settings = plan.settings
         for name in plan.removed:
             self.adapters.pop(name, None)  # its jobs wait in the journal for it to come back

@@ -287,6 +287,19 @@ def test_the_shipped_unit_under_systemd(machine: Machine, site: Site) -> None:
                              capture_output=True, text=True, timeout=30, check=False)
     assert allowed.returncode == 0, allowed.stderr  # the same probe can write where the unit allows it
 
+    # -- MemoryDenyWriteExecute: enforced, and what the dependencies do still works -------------------------
+    # ctypes makes a callback as it is imported (and watchdog's inotify and our renameat2 use ctypes):
+    # Debian 12's libffi builds callbacks from static trampolines, so no W+X page is needed; a W+X
+    # mapping itself is refused.
+    mdwe = ["systemd-run", "--wait", "--pipe", "--quiet", "-p", "MemoryDenyWriteExecute=yes", "-p", "User=hotfolder",
+            f"{VENV}/bin/python", "-c"]
+    callback = run(*mdwe, "import ctypes, watchdog.observers.inotify_c, hotfolder.outcomes; "
+                   "print(ctypes.CFUNCTYPE(ctypes.c_int)(lambda: 7)())")
+    assert callback.stdout.strip() == "7", callback.stderr
+    wx = run(*mdwe, "import mmap; mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)",
+             check=False)
+    assert wx.returncode != 0 and "PermissionError" in wx.stderr, wx.stderr
+
     # -- SIGSTOP: the watchdog restarts it, and it resumes its jobs ------------------------------------------
     os.kill(daemon_pid, signal.SIGSTOP)
     fourth = b"%PDF-1.4 dropped while stopped " + os.urandom(2000)

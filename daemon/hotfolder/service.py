@@ -156,7 +156,8 @@ class Daemon:
         self.adapters[target.name] = adapter
 
     def status_line(self) -> str:
-        return self.glance.line(self.journal.unfinished_count(), self.runner.in_flight_count())
+        in_flight = self.runner.in_flight_count()
+        return self.glance.line(max(0, self.journal.unfinished_count() - in_flight), in_flight)
 
     def reload(self) -> bool:
         """Re-read the configuration (SIGHUP) and apply it without dropping a job; False if refused.

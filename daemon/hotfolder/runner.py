@@ -22,15 +22,27 @@ import structlog
 
 from hotfolder.config import Settings
 from hotfolder.errors import StepError
-from hotfolder.events import EventBus, FileDone, FileFailed, FileQueued, FileRefused, StepEnded, TargetPaused
+from hotfolder.events import (
+    Event,
+    EventBus,
+    FileDone,
+    FileFailed,
+    FileQueued,
+    FileRefused,
+    StepEnded,
+    TargetPaused,
+    TargetResumed,
+)
 from hotfolder.groups import GroupFolders
 from hotfolder.jobtools import JobTools, StepResult, printable
 from hotfolder.journal import Job, JournalBackend, NewJob, StepRecord
 from hotfolder.layout import LayoutError, place
 from hotfolder.leaving import Leaving, plan_destination
+from hotfolder.limits import TargetUnavailable
 from hotfolder.linking import Answer, LinkParked
+from hotfolder.liveness import Liveness, progress
 from hotfolder.logsetup import redact, redact_value
-from hotfolder.pipeline import Decision, Outcome, RetryPolicy, State, decide
+from hotfolder.pipeline import Decision, Outcome, OutcomeKind, RetryPolicy, State, decide
 from hotfolder.steps import Steps
 from hotfolder.vendors.base import RATE_LIMIT_STATUSES, Vendor
 from hotfolder.watch.mounts import AttributeCache
@@ -51,11 +63,13 @@ class Runner:
         writers_checked: Callable[[], bool] = lambda: True,
         cache: AttributeCache | None = None,
         events: EventBus | None = None,
+        liveness: Liveness | None = None,
     ) -> None:
         self.settings = settings
         self.journal = journal
         self.adapters = adapters
-        self.policy = RetryPolicy(settings.retry.attempts, settings.retry.backoff, settings.retry.max_backoff)
+        self.policy = _policy(settings)
+        self.liveness = liveness if liveness is not None else Liveness(stuck_after=float("inf"))
         self._clock = clock
         self._jitter = jitter
         self.events = events if events is not None else EventBus()
@@ -67,8 +81,16 @@ class Runner:
                             deliver_link=self._deliver_link).table()
         self._wake = threading.Condition()
         self._in_flight: set[int] = set()  # claimed by a worker
+        # Jobs waiting for a paused or removed target, by target, and those woken since (claimed before
+        # the journal's retry times say): the target resumed, or a reload brought it back.
+        self._parked: dict[str, set[int]] = {}
+        self._woken: set[int] = set()
+        # Jobs whose last step failed for a while (an error worth another try), by target: when the
+        # target resumes after an outage they go on at once rather than after their own backoff.
+        self._setback: dict[str, set[int]] = {}
         self._stopping = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._threads: dict[int, threading.Thread] = {}
+        self.events.subscribe(self._on_event)
 
     # -- intake --------------------------------------------------------------------------------
 
@@ -138,25 +160,57 @@ class Runner:
     # -- the pool ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        for number in range(self.settings.workers):
-            thread = threading.Thread(target=self._work, name=f"worker-{number}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        with self._wake:
+            for number in range(self.settings.workers):
+                if number not in self._threads or not self._threads[number].is_alive():
+                    thread = threading.Thread(target=self._work, args=(number,), name=f"worker-{number}", daemon=True)
+                    thread.start()
+                    self._threads[number] = thread
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stopping.set()
         self.poke()
         deadline = time.monotonic() + timeout
-        for thread in self._threads:
+        for thread in list(self._threads.values()):
             thread.join(max(0.0, deadline - time.monotonic()))
         self._threads.clear()
+
+    def reload(self, settings: Settings) -> None:
+        """Take new settings (a reload): limits, retries and workers now; jobs in flight go on.
+
+        The caller has already put the new targets' adapters into the mapping the runner was given;
+        jobs parked for a target that is there again are woken.
+        """
+        self.settings = settings
+        self._tools.settings = settings
+        self.policy = _policy(settings)
+        for name in list(self._parked):
+            if name in self.adapters:
+                self.wake_target(name)
+        self.start()  # more workers if there are more; surplus ones leave after their job
+        self.poke()
+
+    def wake_target(self, target: str) -> None:
+        with self._wake:
+            self._woken |= self._parked.pop(target, set())
+            self._wake.notify_all()
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, TargetResumed):
+            with self._wake:
+                self._woken |= self._setback.pop(event.target, set())
+            self.wake_target(event.target)
+
+    def in_flight_count(self) -> int:
+        with self._wake:
+            return len(self._in_flight)
 
     def idle(self) -> bool:
         """No unfinished job is left (in flight or waiting)."""
         with self._wake:
             return not self._in_flight and self.journal.unfinished_count() == 0
 
-    def _claim(self) -> Job | None:
+    def _claim(self, number: int) -> Job | None:
         """The next ready job for this worker, or None when the runner stops.
 
         The id is claimed under ``_wake`` (counted in flight, so no two workers hold the same job);
@@ -165,7 +219,7 @@ class Runner:
         files (bench/RESULTS.md), so the simpler claim stays.
         """
         with self._wake:
-            job_id = self._next_ready_id()
+            job_id = self._next_ready_id(number)
         if job_id is None:
             return None
         try:
@@ -174,9 +228,16 @@ class Runner:
             self._release(job_id, finished=False)  # back to the journal for another try
             raise
 
-    def _next_ready_id(self) -> int | None:
-        """Under ``_wake``: claim the oldest ready id, or wait for a retry time or a poke."""
-        while not self._stopping.is_set():
+    def _next_ready_id(self, number: int) -> int | None:
+        """Under ``_wake``: claim the oldest ready id, or wait for a retry time or a poke; None when this
+        worker is to leave (the runner stops, or a reload left fewer workers)."""
+        while not self._stopping.is_set() and number < self.settings.workers:
+            woken = self._woken - self._in_flight
+            if woken:
+                job_id = min(woken)
+                self._woken.discard(job_id)
+                self._in_flight.add(job_id)
+                return job_id
             now = self._clock()
             ids = self.journal.ready_ids(now, 1, self._in_flight)
             if ids:
@@ -190,34 +251,45 @@ class Runner:
     def _release(self, job_id: int, finished: bool) -> None:
         with self._wake:
             self._in_flight.discard(job_id)
+            self._woken.discard(job_id)
             if finished:
                 self._tools.scratch.pop(job_id, None)
+                for parked in self._parked.values():  # a handful of targets at most
+                    parked.discard(job_id)
             else:
                 # It waits for a retry time that sleeping workers did not know about: one of them
                 # recomputes its wake-up. A finished job brings no new work, so nobody is woken.
                 self._wake.notify()
 
-    def _work(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                job = self._claim()
-            except Exception:  # the journal could not be read (disk trouble): keep the worker alive
-                log.exception("worker could not read the journal")
-                self._stopping.wait(1.0)
-                continue
-            if job is None:
-                return
-            finished = parked = False
-            try:
-                driven = self.drive(job)
-                parked = driven is None
-                finished = driven is not None and driven.finished
-            except Exception:  # a bug must not kill the worker; the job is retried later
-                log.exception("worker error", job=job.id)
-                self._postpone_after_bug(job)
-            finally:
-                if not parked:  # a parked job is released by whoever delivers its link
-                    self._release(job.id, finished)
+    def _work(self, number: int) -> None:
+        beat = self.liveness.heartbeat(threading.current_thread().name)
+        try:
+            while not self._stopping.is_set():
+                try:
+                    job = self._claim(number)
+                except Exception:  # the journal could not be read (disk trouble): keep the worker alive
+                    log.exception("worker could not read the journal")
+                    self._stopping.wait(1.0)
+                    continue
+                if job is None:
+                    return
+                with beat.busy():
+                    self._work_on(job)
+        finally:
+            self.liveness.retire(beat)
+
+    def _work_on(self, job: Job) -> None:
+        finished = handed_over = False
+        try:
+            driven = self.drive(job)
+            handed_over = driven is None
+            finished = driven is not None and driven.finished
+        except Exception:  # a bug must not kill the worker; the job is retried later
+            log.exception("worker error", job=job.id)
+            self._postpone_after_bug(job)
+        finally:
+            if not handed_over:  # a job whose link was handed over is released by whoever delivers it
+                self._release(job.id, finished)
 
     def _postpone_after_bug(self, job: Job) -> None:
         try:
@@ -254,6 +326,8 @@ class Runner:
         step = job.state
         decision = decide(step, job.attempts, result.outcome, self.policy, self._jitter())
         job = self._commit(job, result, decision)
+        progress()
+        self._note_setback(job, result.outcome.kind is OutcomeKind.TRANSIENT and not job.finished)
         self._tell(step, job, result, decision, time.monotonic() - started)
         return job, decision
 
@@ -316,13 +390,31 @@ class Runner:
         elif decision.state is State.DONE:
             emit(FileDone(job, self._clock() - job.created_at))
 
+    def _note_setback(self, job: Job, setback: bool) -> None:
+        held = self._setback.get(job.target)
+        if not setback and (held is None or job.id not in held):
+            return  # the common case: nothing to note, no lock taken
+        with self._wake:
+            if setback:
+                self._setback.setdefault(job.target, set()).add(job.id)
+            elif held is not None:
+                held.discard(job.id)
+
     def _run_step(self, job: Job) -> StepResult | None:
         try:
             return self._steps[job.state](job)
+        except TargetUnavailable as error:
+            with self._wake:
+                self._parked.setdefault(error.target, set()).add(job.id)
+            return StepResult(error.outcome, ids=error.ids)
         except StepError as error:
             return StepResult(error.outcome, ids=error.ids)
         except LinkParked:
             return None
+
+
+def _policy(settings: Settings) -> RetryPolicy:
+    return RetryPolicy(settings.retry.attempts, settings.retry.backoff, settings.retry.max_backoff)
 
 
 

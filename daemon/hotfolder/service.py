@@ -4,19 +4,28 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import structlog
 
-from hotfolder.alerts.notifier import Notifier
+from hotfolder.alerts.notifier import Alerts
 from hotfolder.config import Settings, TargetSettings, secret_values
+from hotfolder.errors import ConfigError
 from hotfolder.eventlog import log_event
-from hotfolder.events import EventBus
+from hotfolder.events import ConfigReloaded, EventBus, TargetPaused, TargetResumed
+from hotfolder.glance import Glance
+from hotfolder.guard import CircuitTransport
 from hotfolder.journal import Journal
 from hotfolder.journal.archive_thread import ArchiveThread
-from hotfolder.logsetup import register_secret
+from hotfolder.limits import Circuit
+from hotfolder.liveness import Liveness
+from hotfolder.logsetup import register_secret, set_level
+from hotfolder.notify import Notifier
+from hotfolder.pulse import Pulse
+from hotfolder.reload import plan_reload, stuck_limit
 from hotfolder.runner import Runner
 from hotfolder.vendors import adapter_class
 from hotfolder.vendors.base import Vendor
@@ -52,15 +61,19 @@ class ApiClient(httpx.Client):
         raise ValueError("ApiClient keeps no cookies")
 
 
-def make_client(target: TargetSettings, workers: int) -> httpx.Client:
+def make_client(target: TargetSettings, workers: int, circuit: Circuit | None = None) -> httpx.Client:
+    """The HTTP client of one target; with ``circuit``, every request of it passes the outage circuit."""
     if not target.verify_tls:
         log.warning("TLS verification is OFF for this target (verify_tls: false)", target=target.name)
+    size = max(workers, 4)
+    transport = httpx.HTTPTransport(
+        verify=target.verify_tls, limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
+    )
     return ApiClient(
         base_url=target.url,
         timeout=httpx.Timeout(target.timeout, connect=min(10.0, target.timeout)),
-        verify=target.verify_tls,
         follow_redirects=False,  # a redirect could carry our token to another host
-        limits=httpx.Limits(max_connections=max(workers, 4), max_keepalive_connections=max(workers, 4)),
+        transport=CircuitTransport(transport, circuit) if circuit is not None else transport,
     )
 
 
@@ -70,14 +83,18 @@ def waiting_file(settings: Settings) -> Path:
 
 
 class Daemon:
-    """One running hotfolder: start() it, then stop() it; run_once() for the `once` command."""
+    """One running hotfolder: start() it, then stop() it; run_once() for the `once` command.
 
-    def __init__(self, settings: Settings) -> None:
+    ``load`` re-reads the configuration for :meth:`reload` (SIGHUP); ``notifier`` tells systemd.
+    """
+
+    def __init__(self, settings: Settings, *, load: Callable[[], Settings] | None = None,
+                 notifier: Notifier | None = None) -> None:
         self.settings = settings
+        self._load = load
+        self.notifier = notifier if notifier is not None else Notifier(environ={})
         for folder in (settings.inbox, settings.done, settings.failed):
             folder.mkdir(parents=True, exist_ok=True)
-        for name in settings.targets:
-            (settings.inbox / name).mkdir(exist_ok=True)
         self.journal = Journal(settings.journal, daemon=True)
         if self.journal.recovered_from is not None:
             log.error("journal was damaged; moved aside and started afresh", damaged=str(self.journal.recovered_from))
@@ -85,32 +102,32 @@ class Daemon:
             log.error("journal archive was unreadable; moved aside and started afresh: files finished before "
                       "now can no longer be recognised as twins", damaged=str(self.journal.archive_recovered_from))
         self.archiver = ArchiveThread(self.journal, settings.archive_after)
-        self.clients: list[httpx.Client] = []
-        adapters: dict[str, Vendor] = {}
-        for name, target in settings.targets.items():
-            client = make_client(target, settings.workers)
-            self.clients.append(client)
-            adapter = adapter_class(target)(target, client)
-            adapter.secret_found = register_secret
-            adapters[name] = adapter
+        # What happens to files goes out as events; the log lines are their first subscriber.
+        self.events = EventBus()
+        self.events.subscribe(log_event)
+        self.glance = Glance()
+        self.events.subscribe(self.glance.on_event)
+        self.liveness = Liveness(stuck_after=stuck_limit(settings))
+        self.adapters: dict[str, Vendor] = {}
+        self.clients: list[httpx.Client] = []  # every client made, closed at stop (a reload's old ones too)
+        for target in settings.targets.values():
+            self._add_target(target)
         cache = inbox_attribute_cache(settings.inbox, settings.watch.attribute_cache)
         examiner = Examiner(
             check_writers=settings.watch.check_writers, check_complete=settings.watch.check_complete,
             # NFS (close-to-open) and SMB answer an open from the server: a settled file is looked at so.
             look_through_open=cache is not None and cache.revalidated_on_open,
         )
-        # What happens to files goes out as events; the log lines are their first subscriber.
-        self.events = EventBus()
-        self.events.subscribe(log_event)
-        self.notifier: Notifier | None = None
+        # Alerts by webhook and email: one more subscriber, with an outbox of its own.
+        self.alerts: Alerts | None = None
         if settings.notify is not None:
             for secret in secret_values(settings):  # the alerts redact with the log's redactor
                 register_secret(secret)
-            self.notifier = Notifier(settings.notify, settings.journal, settings.inbox, self.journal)
-            self.events.subscribe(self.notifier.on_event)
-        self.runner = Runner(settings, self.journal, adapters, on_file_left_inbox=self._forget,
+            self.alerts = Alerts(settings.notify, settings.journal, settings.inbox, self.journal)
+            self.events.subscribe(self.alerts.on_event)
+        self.runner = Runner(settings, self.journal, self.adapters, on_file_left_inbox=self._forget,
                              writers_checked=lambda: examiner.writer_check_off is None, cache=cache,
-                             events=self.events)
+                             events=self.events, liveness=self.liveness)
         self.watcher = Watcher(
             settings.inbox,
             method=settings.watch.method,
@@ -127,7 +144,60 @@ class Daemon:
             on_incomplete=self.runner.submit_incomplete,
             cache=cache,
             events=self.events,
+            liveness=self.liveness,
         )
+        self.pulse = Pulse(self.notifier, self.liveness, self.status_line)
+
+    def _add_target(self, target: TargetSettings) -> None:
+        """Build (or rebuild) one target: its folder, its outage circuit, its client and adapter."""
+        (self.settings.inbox / target.name).mkdir(exist_ok=True)
+        retry = self.settings.retry
+        circuit = Circuit(target.name, first_probe=retry.backoff, longest_probe=retry.max_backoff,
+                          probe_grace=2 * target.timeout + 10)
+        circuit.on_pause = lambda seconds, reason: self.events.emit(
+            TargetPaused(target.name, seconds, reason, cause="outage"))
+        circuit.on_resume = lambda paused_for: self.events.emit(TargetResumed(target.name, paused_for))
+        client = make_client(target, self.settings.workers, circuit)
+        self.clients.append(client)
+        adapter = adapter_class(target)(target, client)
+        adapter.secret_found = register_secret
+        self.adapters[target.name] = adapter
+
+    def status_line(self) -> str:
+        in_flight = self.runner.in_flight_count()
+        return self.glance.line(max(0, self.journal.unfinished_count() - in_flight), in_flight)
+
+    def reload(self) -> bool:
+        """Re-read the configuration (SIGHUP) and apply it without dropping a job; False if refused.
+
+        A configuration that does not load is refused whole: the running one stays, the log names the
+        key, and systemd's status says so. Keys only a restart can change keep their running values.
+        """
+        self.notifier.reloading()
+        try:
+            if self._load is None:
+                raise ConfigError("reload", "this daemon was started without a configuration file to re-read")
+            plan = plan_reload(self.settings, self._load())
+        except ConfigError as error:
+            self.events.emit(ConfigReloaded(False, str(error)))
+            self.notifier.ready(self.status_line())
+            return False
+        except Exception as error:  # a bug must not take the running daemon down with the reload
+            log.exception("reload failed")
+            self.events.emit(ConfigReloaded(False, f"internal error ({type(error).__name__}); see the log"))
+            self.notifier.ready(self.status_line())
+            return False
+        self.settings = plan.settings
+        for name in plan.removed:
+            self.adapters.pop(name, None)  # its jobs wait in the journal for it to come back
+        for name in (*plan.added, *plan.changed):
+            self._add_target(plan.settings.targets[name])  # jobs in flight finish on the old client
+        set_level(plan.settings.log_level)
+        self.liveness.stuck_after = stuck_limit(plan.settings)
+        self.runner.reload(plan.settings)
+        self.events.emit(ConfigReloaded(True, plan.summary()))
+        self.notifier.ready(self.status_line())
+        return True
 
     def _forget(self, path: Path) -> None:
         self.watcher.forget(path)
@@ -136,33 +206,46 @@ class Daemon:
         log.warning("not a regular file, left alone", file=str(path), reason=reason)
 
     def start(self) -> None:
+        """Start the work; when this returns the daemon is ready: the journal is open (checked, its WAL
+        recovered), the workers have its unfinished jobs in hand (an interrupted move is finished by its
+        job, not repeated), and the first scan of the inbox has handed what it found to the watcher."""
         log.info(
             "hotfolder starting", inbox=str(self.settings.inbox), targets=sorted(self.settings.targets),
             workers=self.settings.workers, unfinished_jobs=self.journal.unfinished_count(),
         )
-        if self.notifier is not None:
-            self.notifier.start()  # first: it tells of an unclean stop before the work resumes
+        if self.alerts is not None:
+            self.alerts.start()  # first: it tells of an unclean stop before the work resumes
         self.runner.start()
         self.watcher.start()
         self.archiver.start()
         log.info("watching", inbox=str(self.settings.inbox), mode=self.watcher.mode)
+        self.pulse.start()
 
     def stop(self) -> None:
+        self.pulse.stop()
         self.archiver.stop()
         self.watcher.stop()
         self.runner.stop()
-        if self.notifier is not None:
-            self.notifier.stop()  # after the runner: its last failures go into the last digest
+        if self.alerts is not None:
+            self.alerts.stop()  # after the runner: its last failures go into the last digest
         for client in self.clients:
             client.close()
         self.journal.close()
         log.info("hotfolder stopped")
 
-    def run_until(self, stop: threading.Event) -> None:
+    def run_until(self, stop: threading.Event, reload: threading.Event | None = None) -> None:
+        """Run until ``stop`` is set; each time ``reload`` is set, re-read the configuration."""
         self.start()
+        self.notifier.ready(self.status_line())
         try:
-            stop.wait()
+            while not stop.is_set():
+                if reload is None:
+                    stop.wait()
+                elif reload.wait(0.5):
+                    reload.clear()
+                    self.reload()
         finally:
+            self.notifier.stopping()
             self.stop()
 
     def run_once(self, stop: threading.Event | None = None) -> int:

@@ -1,6 +1,6 @@
 """The alerts at work: events in, the rules applied, alerts kept in the outbox, each channel fed.
 
-Threads. The event subscriber (:meth:`Notifier.on_event`) runs on the daemon's workers and watcher,
+Threads. The event subscriber (:meth:`Alerts.on_event`) runs on the daemon's workers and watcher,
 so it only puts the events it cares about on a queue. One thread (``alerts``) takes them from there,
 notes failed files in the outbox, applies :mod:`hotfolder.alerts.rules` and makes the alerts that are
 due; one thread per channel (``alerts-<channel>``) sends what the outbox holds for it, oldest first,
@@ -70,7 +70,7 @@ def make_channels(notify: NotifySettings) -> list[Channel]:
     return channels
 
 
-class Notifier:
+class Alerts:
     def __init__(
         self, notify: NotifySettings, journal_path: Path, inbox: Path, journal: JournalBackend,
         *, clock: Callable[[], float] = time.time,

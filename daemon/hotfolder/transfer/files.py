@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import BinaryIO, cast
 
 from hotfolder.errors import StepError
+from hotfolder.liveness import progress
 from hotfolder.pipeline import OutcomeKind
 
 # Reads (and so the pieces of every request body) are this size: large enough that a read costs little
@@ -138,6 +139,7 @@ def iter_file(f: BinaryIO, size: int, chunk_size: int = CHUNK_SIZE) -> Iterator[
                 f"file shrank while reading: ended after {size - remaining} of {size} bytes",
             )
         remaining -= len(data)
+        progress()  # each chunk sent is progress; a send that hangs is not (hotfolder.liveness)
         yield data
 
 

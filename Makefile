@@ -8,7 +8,7 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[test]'
 	touch $@
 
-.PHONY: setup demo test lint rgw netservers
+.PHONY: setup demo test lint rgw netservers postgres
 setup: $(VENV)/.installed
 
 demo: setup
@@ -24,7 +24,12 @@ rgw:
 netservers:
 	@bash .ci/install-netservers || echo "samba/vsftpd/sshd/sshfs not installed: the share tests will be skipped"
 
-test: setup rgw netservers
+# PostgreSQL serves the shared journal of several daemons on one share (tests/postgres.py makes a private
+# cluster on 127.0.0.1 with initdb and pg_ctl, as the unprivileged user the package creates).
+postgres:
+	@bash .ci/install-postgres || echo "postgresql not installed: the PostgreSQL journal tests will be skipped"
+
+test: setup rgw netservers postgres
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -n 2
 

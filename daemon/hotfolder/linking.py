@@ -17,16 +17,22 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 from hotfolder.errors import StepError
+from hotfolder.journal import LeaseLost
 from hotfolder.vendors.base import Ids, StepContext, Vendor
 
 LinkKey = tuple[str, ...]
 
 
 class LinkCombiner:
-    def __init__(self, lock_for: Callable[[LinkKey], threading.Lock]) -> None:
+    def __init__(self, lock_for: Callable[[LinkKey], AbstractContextManager[None]],
+                 confirm: Callable[[int], None] = lambda job_id: None) -> None:
         self._lock_for = lock_for
+        # Across daemons sharing a journal: raises LeaseLost for a job another daemon may hold now. The
+        # holder's job then is not linked; a waiting one is left out (its worker finds out on its turn).
+        self._confirm = confirm
         self._guard = threading.Lock()
         self._waiting: dict[tuple[LinkKey, str], dict[int, StepContext]] = {}
         self._answers: dict[int, Ids] = {}
@@ -42,7 +48,8 @@ class LinkCombiner:
                     return self._answers.pop(ctx.job_id)
                 waiting = self._waiting.pop(slot, {})
             waiting.pop(ctx.job_id, None)
-            batch = [ctx, *waiting.values()]
+            self._confirm(ctx.job_id)
+            batch = [ctx, *(other for other in waiting.values() if self._held(other.job_id))]
             try:
                 answers = adapter.link_many(batch)
             except StepError:
@@ -55,3 +62,10 @@ class LinkCombiner:
                 for other, ids in zip(batch[1:], answers[1:], strict=True):
                     self._answers[other.job_id] = ids
             return answers[0]
+
+    def _held(self, job_id: int) -> bool:
+        try:
+            self._confirm(job_id)
+        except LeaseLost:
+            return False
+        return True

@@ -25,7 +25,7 @@ from hotfolder.errors import StepError
 from hotfolder.events import EventBus, FileDone, FileFailed, FileQueued, FileRefused, StepEnded, TargetPaused
 from hotfolder.groups import GroupFolders
 from hotfolder.jobtools import JobTools, StepResult, printable
-from hotfolder.journal import Job, JournalBackend, NewJob, StepRecord
+from hotfolder.journal import Job, JournalBackend, LeaseLost, NewJob, StepRecord
 from hotfolder.layout import LayoutError, place
 from hotfolder.leaving import Leaving, plan_destination
 from hotfolder.logsetup import redact, redact_value
@@ -209,6 +209,12 @@ class Runner:
             try:
                 job = self.drive(job)
                 finished = job.finished
+            except LeaseLost as lost:
+                # Another daemon sharing the journal may hold the job now: nothing more is done with it
+                # here (no side effect, no write); whoever holds it resumes at its last committed step.
+                log.warning("job dropped: this node no longer holds it", job=job.id, file=job.relpath,
+                            reason=str(lost))
+                finished = True  # forget its memory-only scratch: a later claim starts from the journal
             except Exception:  # a bug must not kill the worker; the job is retried later
                 log.exception("worker error", job=job.id)
                 self._postpone_after_bug(job)
@@ -235,6 +241,7 @@ class Runner:
     def drive(self, job: Job) -> Job:
         """Run steps of ``job`` until it finishes, must wait, or the daemon stops."""
         while not job.finished and not self._stopping.is_set():
+            self.journal.check_lease(job.id)  # before each side effect (raises LeaseLost)
             started = time.monotonic()
             step = job.state
             result = self._run_step(job)

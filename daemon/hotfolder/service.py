@@ -13,7 +13,7 @@ import structlog
 from hotfolder.config import Settings, TargetSettings
 from hotfolder.eventlog import log_event
 from hotfolder.events import EventBus
-from hotfolder.journal import Journal
+from hotfolder.journal import Journal, JournalBackend
 from hotfolder.journal.archive_thread import ArchiveThread
 from hotfolder.logsetup import register_secret
 from hotfolder.runner import Runner
@@ -64,8 +64,22 @@ def make_client(target: TargetSettings, workers: int) -> httpx.Client:
 
 
 def waiting_file(settings: Settings) -> Path:
-    """Where the running daemon lists the files not ready yet, for ``hotfolder status``."""
-    return settings.journal.with_name(settings.journal.name + ".waiting.json")
+    """Where the running daemon lists the files not ready yet, for ``hotfolder status`` (each node its own)."""
+    if isinstance(settings.journal, Path):
+        return settings.journal.with_name(settings.journal.name + ".waiting.json")
+    return settings.node.state / f"{settings.node.name}.waiting.json"
+
+
+def open_journal(settings: Settings, *, daemon: bool) -> JournalBackend:
+    """The journal the settings name: the SQLite file, or the PostgreSQL database shared with other nodes
+    (``daemon``: this is a running daemon, which registers as a node and holds leases)."""
+    if isinstance(settings.journal, Path):
+        return Journal(settings.journal, daemon=daemon)
+    from hotfolder.journal.postgres import PostgresJournal  # psycopg is loaded only where it is used
+
+    settings.node.state.mkdir(parents=True, exist_ok=True)
+    return PostgresJournal(settings.journal, node=settings.node.name, lease=settings.node.lease, daemon=daemon,
+                           pool_size=settings.workers + 4)
 
 
 class Daemon:
@@ -77,7 +91,7 @@ class Daemon:
             folder.mkdir(parents=True, exist_ok=True)
         for name in settings.targets:
             (settings.inbox / name).mkdir(exist_ok=True)
-        self.journal = Journal(settings.journal, daemon=True)
+        self.journal = open_journal(settings, daemon=True)
         if self.journal.recovered_from is not None:
             log.error("journal was damaged; moved aside and started afresh", damaged=str(self.journal.recovered_from))
         if self.journal.archive_recovered_from is not None:
@@ -132,6 +146,7 @@ class Daemon:
         log.info(
             "hotfolder starting", inbox=str(self.settings.inbox), targets=sorted(self.settings.targets),
             workers=self.settings.workers, unfinished_jobs=self.journal.unfinished_count(),
+            **({"node": self.settings.node.name} if self.settings.shared_journal else {}),
         )
         self.runner.start()
         self.watcher.start()

@@ -63,7 +63,7 @@ file and its own crash rules), ``archiving.py`` (the move and the check), ``arch
 """
 
 from hotfolder.journal.backend import JournalBackend
-from hotfolder.journal.model import Job, NewJob, StepRecord
+from hotfolder.journal.model import Job, LeaseLost, NewJob, NodeInfo, StepRecord
 from hotfolder.journal.sqlite import Journal
 
-__all__ = ["Job", "Journal", "JournalBackend", "NewJob", "StepRecord"]
+__all__ = ["Job", "Journal", "JournalBackend", "LeaseLost", "NewJob", "NodeInfo", "StepRecord"]

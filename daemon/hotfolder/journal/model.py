@@ -70,3 +70,26 @@ class StepRecord:
     # Every vendor id at once (a resend sets the last send's ids aside); applied before the above.
     vendor_replace: Mapping[str, Any] | None = None
 
+
+
+class LeaseLost(Exception):
+    """This node no longer holds the job: its lease expired (the node was frozen, cut off from the
+    database, or too slow to renew) and another node may have claimed it. Nothing was written; the
+    worker drops the job without any further side effect, and whoever holds it now goes on."""
+
+    def __init__(self, job_id: int, why: str) -> None:
+        super().__init__(f"job {job_id}: {why}")
+        self.job_id = job_id
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """One daemon sharing the journal (``hotfolder status``)."""
+
+    name: str
+    host: str
+    pid: int
+    started_at: float
+    heartbeat_at: float
+    stopped_at: float | None
+    jobs_held: int

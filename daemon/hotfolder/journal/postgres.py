@@ -24,6 +24,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -215,8 +216,11 @@ class PostgresJournal:
                 self._held.pop(job_id, None)
             raise LeaseLost(job_id, f"another node holds it now (generation {lease.generation} is past)")
 
+    def exclusive(self, key: tuple[str, ...]) -> AbstractContextManager[None]:
+        return self._exclusive(key)
+
     @contextlib.contextmanager
-    def exclusive(self, key: tuple[str, ...]) -> Iterator[None]:
+    def _exclusive(self, key: tuple[str, ...]) -> Iterator[None]:
         """One holder of ``key`` at a time across every node: a transaction-scoped advisory lock, held by
         a connection of its own for the duration. If the database goes away meanwhile the lock is gone
         with it; the section still finishes (its side effect may be under way), and its result is then

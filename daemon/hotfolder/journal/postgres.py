@@ -84,10 +84,15 @@ class PostgresJournal:
             url, min_size=1, max_size=pool_size, open=False, check=ConnectionPool.check_connection,
             kwargs={"autocommit": True, "application_name": f"hotfolder {node}"[:63],
                     "connect_timeout": max(1, int(connect_timeout))},
-            reconnect_timeout=3600 * 24 * 365, timeout=connect_timeout, name=f"hotfolder-{node}",
+            # A short wait for a connection: an outage is noticed (and said) within seconds, then waited out.
+            reconnect_timeout=3600 * 24 * 365, timeout=3.0, name=f"hotfolder-{node}",
         )
         self._pool.open(wait=False)
-        self._retry(self._migrate)
+        try:
+            self._retry(self._migrate)
+        except BaseException:
+            self._pool.close()
+            raise
         self._heartbeat: threading.Thread | None = None
         if daemon:
             self._retry(self._register)

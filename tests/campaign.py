@@ -49,7 +49,7 @@ from typing import Any
 import yaml
 
 from hotfolder.demo import DEMO_RECORDS, FIELD, PHOTO_FIELD, REPORT_FIELD, demo_targets, seed
-from hotfolder.journal import Journal
+from hotfolder.journal import Journal, JournalBackend
 from hotfolder.pipeline import State
 from hotfolder.sandbox import Sandbox
 from tests.harness import SiteFolders, hotfolder, kill9
@@ -196,6 +196,10 @@ class Campaign(SiteFolders):
             "targets": targets,
         }
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+    def open_journal(self) -> JournalBackend:
+        """The journal the daemons wrote, for the audit."""
+        return Journal(self.journal_path)
 
     # -- files ----------------------------------------------------------------------------------
 
@@ -612,7 +616,7 @@ def _audit_espocrm(campaign: Campaign, expected: dict[tuple[str, str | None], li
 
 
 def _audit_journal(campaign: Campaign, result: CampaignResult) -> None:
-    journal = Journal(campaign.journal_path)
+    journal = campaign.open_journal()
     try:
         jobs = journal.jobs(limit=1_000_000)
     finally:

@@ -52,6 +52,7 @@ class MultiNodeResult:
     stops: int = 0  # SIGSTOPs held past the lease
     postgres_restarts: int = 0
     terminated_connections: int = 0
+    blows_with_work: int = 0  # kills and stops of a node that held jobs at that moment
     leases_lost: int = 0  # "job dropped: this node no longer holds it" lines: fencing at work
     jobs_by_holders: Counter[int] = field(default_factory=Counter)  # how many jobs had 1, 2, ... holders
     nodes_that_worked: int = 0
@@ -66,7 +67,8 @@ class MultiNodeResult:
     def details(self) -> str:
         lines = [
             f"nodes: {self.nodes}, kill -9: {self.kills}, SIGSTOP past the lease: {self.stops}, "
-            f"PostgreSQL restarts: {self.postgres_restarts}, connections terminated: {self.terminated_connections}",
+            f"PostgreSQL restarts: {self.postgres_restarts}, connections terminated: {self.terminated_connections}, "
+            f"blows to a node holding jobs: {self.blows_with_work}",
             f"  leases lost (jobs dropped by a node that woke up or lost its database): {self.leases_lost}; "
             f"jobs by number of claims: {dict(sorted(self.jobs_by_holders.items()))}; "
             f"nodes that held jobs: {self.nodes_that_worked}",
@@ -86,6 +88,7 @@ class MultiNodeCampaign(Campaign):
     kill_rate: float = 0.5  # share of rounds that kill -9 a node
     _processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _restart_at: dict[str, float] = field(default_factory=dict)
+    _watcher: Any = None  # a journal of the campaign's own, to see which node holds jobs
 
     # -- set-up ---------------------------------------------------------------------------------
 
@@ -161,6 +164,7 @@ class MultiNodeCampaign(Campaign):
         result = MultiNodeResult(campaign=CampaignResult(0, 0, 0, 0, 0, 0), nodes=self.nodes)
         restart_round = rng.randrange(1, max(2, self.kills))
         terminate_round = (restart_round + max(1, self.kills // 2)) % max(1, self.kills)
+        self._watcher = PostgresJournal(self.url, node="campaign")
         for name in self.node_names():
             self._start(name)
         self.sandbox.clear_faults()
@@ -178,14 +182,13 @@ class MultiNodeCampaign(Campaign):
                 self.postgres.restart()
                 result.postgres_restarts += 1
             if number == terminate_round:
-                victim = rng.choice(self.node_names())
-                cut = self.postgres.terminate(self.database, f"hotfolder {victim}")
-                self.log(f"round {number + 1}: pg_terminate_backend of {victim}'s {cut} connection(s)")
-                result.terminated_connections += cut
+                result.terminated_connections += self._terminate_one(rng, number)
             alive = self._alive()
             roll = rng.random()
+            if alive and roll < self.stop_rate + self.kill_rate:
+                victim, holding = self._busiest(alive, rng)
+                result.blows_with_work += holding > 0
             if alive and roll < self.stop_rate:
-                victim = rng.choice(alive)
                 frozen = self.lease + rng.uniform(0.5, 1.5)
                 self.log(f"round {number + 1}: SIGSTOP {victim} for {frozen:.1f}s (lease {self.lease:g}s)")
                 self._processes[victim].send_signal(signal.SIGSTOP)
@@ -193,7 +196,6 @@ class MultiNodeCampaign(Campaign):
                 self._processes[victim].send_signal(signal.SIGCONT)
                 result.stops += 1
             elif alive and roll < self.stop_rate + self.kill_rate:
-                victim = rng.choice(alive)
                 self._processes[victim].send_signal(signal.SIGKILL)
                 self._processes[victim].wait(10)
                 later = rng.choice([0.0, 0.0, self.lease * rng.uniform(1.0, 2.0)])
@@ -214,10 +216,35 @@ class MultiNodeCampaign(Campaign):
             except subprocess.TimeoutExpired:
                 process.kill()
                 result.problems.append(f"{name} did not stop within 60 s of SIGTERM")
+        self._watcher.close()
         result.campaign = audit(self, result.kills)
         result.campaign.seconds = time.monotonic() - started
         self._audit_nodes(result)
         return result
+
+    def _terminate_one(self, rng: random.Random, number: int) -> int:
+        """``pg_terminate_backend`` of every connection of one node (the first found with any, trying for a
+        few seconds: a node just restarted may not have connected yet); how many were cut."""
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            for victim in rng.sample(self.node_names(), self.nodes):
+                cut = self.postgres.terminate(self.database, f"hotfolder {victim}") if self.postgres else 0
+                if cut:
+                    self.log(f"round {number + 1}: pg_terminate_backend of {victim}'s {cut} connection(s)")
+                    return cut
+            self._sleep(0.1)
+        return 0
+
+    def _busiest(self, alive: list[str], rng: random.Random) -> tuple[str, int]:
+        """The live node holding the most jobs (a blow that finds work under way; waiting up to two
+        seconds for some to be claimed), and how many it holds."""
+        deadline = time.monotonic() + 2.0
+        while True:
+            held = {node.name: node.jobs_held for node in self._watcher.nodes() if node.name in alive}
+            most = max(held.values(), default=0)
+            if most or time.monotonic() > deadline:
+                return rng.choice([name for name in alive if held.get(name, 0) == most]), most
+            self._sleep(0.05)
 
     def _wait_until_finished(self, timeout: float) -> None:
         journal = self.open_journal()

@@ -89,6 +89,31 @@ def test_a_frozen_node_past_its_lease_cannot_overwrite_the_new_owner(pg_url: str
         other.close()
 
 
+def test_a_node_waking_after_another_finished_its_job_changes_nothing(pg_url: str) -> None:
+    """The campaign's find: a daemon frozen mid-step wakes up; its heartbeat runs first and learns the
+    lease is gone; then the step it was in returns and its result is written. By then another node has
+    finished the job: the late result must not touch it (not even through the path tools use)."""
+    sleeper = PostgresJournal(pg_url, node="a", lease=3.0, daemon=True)
+    other = PostgresJournal(pg_url, node="b", lease=3.0, daemon=True)
+    try:
+        assert sleeper._heartbeat is not None
+        sleeper._closing.set()  # frozen: the heartbeat stops...
+        sleeper._heartbeat.join(5)
+        sleeper._closing.clear()  # ...and the rest of the node with it, until it wakes below
+        (job_id,) = _jobs(sleeper, 1)
+        assert sleeper.ready_ids(time.time(), 1) == [job_id]
+        wait_for(lambda: other.ready_ids(time.time(), 1) == [job_id], timeout=10, what="the lease to end")
+        other.record(job_id, StepRecord(state=State.DONE, attempts=0, outcome_path="/done/f0"))
+        sleeper._renew()  # wakes: the heartbeat's first renewal finds the lease gone
+        with pytest.raises(LeaseLost):
+            sleeper.record(job_id, StepRecord(state=State.FINALIZE, attempts=0, vendor_update={"late": True}))
+        job = other.get(job_id)
+        assert job.state is State.DONE and job.finished and "late" not in job.vendor
+    finally:
+        sleeper.close()
+        other.close()
+
+
 def test_renewals_keep_a_lease_past_its_length_and_a_stop_gives_it_back(nodes: dict[str, PostgresJournal]) -> None:
     a, b = nodes["a"], nodes["b"]
     (job_id,) = _jobs(a, 1)

@@ -198,11 +198,13 @@ class PostgresJournal:
         self._back_online()
         renewed = dict(rows)
         with self._held_lock:
-            for job_id, lease in list(self._held.items()):
+            for job_id, lease in self._held.items():
                 if renewed.get(job_id) == lease.generation:
                     lease.expires = sent + self.lease
                 else:
-                    del self._held[job_id]  # expired, or claimed by another node meanwhile
+                    # Expired, or claimed by another node meanwhile: no step may start. The generation
+                    # is kept, so a result still under way is written only if nobody claimed the job since.
+                    lease.expires = 0.0
 
     def check_lease(self, job_id: int, *, confirm: bool = False) -> None:
         """Raise ``LeaseLost`` unless this node holds job ``job_id`` for at least a third of a lease
@@ -217,8 +219,6 @@ class PostgresJournal:
         if confirm and not self._retry(lambda conn: conn.execute(
                 f"SELECT 1 FROM jobs WHERE id = %s AND owner = %s AND generation = %s AND lease_until > {DB_NOW}",
                 (job_id, self.node, lease.generation)).fetchone()):
-            with self._held_lock:
-                self._held.pop(job_id, None)
             raise LeaseLost(job_id, f"another node holds it now (generation {lease.generation} is past)")
 
     def exclusive(self, key: tuple[str, ...]) -> AbstractContextManager[None]:
@@ -373,6 +373,10 @@ class PostgresJournal:
         only while no node holds it. A wait or a finish gives the lease back in the same write."""
         with self._held_lock:
             lease = self._held.get(job_id)
+        if lease is None and self._daemon:
+            # A running daemon writes only what its workers claimed; a claim it no longer knows of was
+            # given back or refused, and writing it now would bypass the generation check.
+            raise LeaseLost(job_id, f"not claimed by node {self.node}")
         now = self._clock()
         gives_back = step.state in TERMINAL_STATES or step.next_attempt_at > now
         assignments = ["state = %s", "attempts = %s", "next_attempt_at = %s", "updated_at = %s"]
@@ -398,7 +402,8 @@ class PostgresJournal:
             assignments.append(f"lease_until = {DB_NOW} + %s")
             args.append(self.lease)
         if lease is not None:
-            where = "id = %s AND generation = %s AND (owner = %s OR owner IS NULL)"
+            # Finished jobs are never written again: a finish is final even for the generation that made it.
+            where = "id = %s AND generation = %s AND (owner = %s OR owner IS NULL) AND finished_at IS NULL"
             where_args: list[Any] = [job_id, lease.generation, self.node]
         else:
             where = f"id = %s AND (owner IS NULL OR lease_until <= {DB_NOW})"
@@ -420,23 +425,30 @@ class PostgresJournal:
 
         row = self._retry(write)
         if row is None:
-            self._refused(job_id, lease)
+            return self._refused(job_id, lease, step)
         with self._held_lock:
             if gives_back:
                 self._held.pop(job_id, None)
         return row_to_job(row)
 
-    def _refused(self, job_id: int, lease: _Lease | None) -> None:
-        """Why a step result was not written: no such job, or another node's."""
+    def _refused(self, job_id: int, lease: _Lease | None, step: StepRecord) -> Job:
+        """A step result that was not written: the job as this very write left it, when its answer was lost
+        with a connection and the write was made again; otherwise ``KeyError`` (no such job) or
+        ``LeaseLost`` (another node's now, or finished)."""
         row = self._retry(lambda conn: conn.execute(
-            "SELECT generation, owner FROM jobs WHERE id = %s", (job_id,)).fetchone())
+            f"SELECT generation, owner, {JOB_COLUMNS} FROM jobs WHERE id = %s", (job_id,)).fetchone())
         if row is None:
             raise KeyError(job_id)
+        generation, owner, job = row[0], row[1], row_to_job(row[2:])
         with self._held_lock:
             self._held.pop(job_id, None)
+        if lease is not None and generation == lease.generation and job.finished and job.state is step.state:
+            return job
         if lease is None:
-            raise LeaseLost(job_id, f"node {row[1]} holds it")
-        raise LeaseLost(job_id, f"claimed again (generation {row[0]}, node {row[1]}) after this node's "
+            raise LeaseLost(job_id, f"node {owner} holds it" if owner else "it is finished")
+        if generation == lease.generation:
+            raise LeaseLost(job_id, "it is finished")
+        raise LeaseLost(job_id, f"claimed again (generation {generation}, node {owner}) after this node's "
                                 f"generation {lease.generation}")
 
     def add_vendor_ids(self, job_ids: list[int], ids: Mapping[str, Any]) -> None:

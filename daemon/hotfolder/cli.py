@@ -128,7 +128,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         ],
     }
     if nodes is not None:
-        report["nodes"] = [_node_report(node) for node in nodes]
+        report["nodes"] = [_node_report(node, settings.node.lease) for node in nodes]
     if args.json:
         print(json.dumps(report, indent=2, ensure_ascii=False))
         return 0
@@ -160,13 +160,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _node_report(node: Any) -> dict[str, Any]:
-    """One daemon sharing a PostgreSQL journal: stopped, running, or silent (killed, frozen, cut off)."""
+def _node_report(node: Any, lease: float) -> dict[str, Any]:
+    """One daemon sharing a PostgreSQL journal: stopped, running, or silent (killed, frozen or cut off: no
+    heartbeat for a whole lease, so its jobs go to the others)."""
     age = max(0.0, time.time() - node.heartbeat_at)
     if node.stopped_at is not None:
         state = "stopped"
+    elif age <= lease:
+        state = "running"
     else:
-        state = "running" if age < 60 else "silent (no heartbeat for a minute: dead, frozen or cut off)"
+        state = f"silent (no heartbeat for over {lease:g}s: dead, frozen or cut off; its jobs go to the others)"
     return {
         "name": node.name, "host": node.host, "pid": node.pid, "state": state,
         "last_heartbeat": datetime.fromtimestamp(node.heartbeat_at, UTC).isoformat(timespec="seconds"),

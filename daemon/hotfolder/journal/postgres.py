@@ -352,10 +352,13 @@ class PostgresJournal:
         return [job_id for job_id, _ in claimed]
 
     def next_wakeup(self, exclude: set[int] | frozenset[int] = frozenset()) -> float | None:
-        """Among the jobs no other node holds."""
+        """A job another node holds counts from when its lease ends (the database's clock: a node whose
+        clock is off by some seconds looks that much early or late, and its runner looks every second
+        anyway), so a dead node's jobs are taken over as soon as its leases end."""
         row = self._retry(lambda conn: conn.execute(
-            "SELECT min(next_attempt_at) FROM jobs WHERE finished_at IS NULL AND id <> ALL(%s) "
-            f"AND (owner IS NULL OR owner = %s OR lease_until <= {DB_NOW})", (sorted(exclude), self.node)).fetchone())
+            f"SELECT min(CASE WHEN owner IS NULL OR owner = %s OR lease_until <= {DB_NOW} THEN next_attempt_at "
+            "ELSE greatest(next_attempt_at, lease_until) END) FROM jobs WHERE finished_at IS NULL AND id <> ALL(%s)",
+            (self.node, sorted(exclude))).fetchone())
         return None if row is None or row[0] is None else float(row[0])
 
     def unfinished_count(self) -> int:

@@ -15,8 +15,9 @@
    lease and a whole lease after the kill (it was renewed every third), then B claims it at its next look
    (idle workers look at least every second).
 3. ``nodes``: ``--files`` small files over the demo's Fulcrum records with ``--latency`` per vendor
-   request, processed by 1, 2 and 3 nodes (4 workers each) on PostgreSQL, and by one node on SQLite as
-   the baseline; files per second from the first drop to the last file in done/.
+   request, processed by 1, 2 and 3 nodes (4 workers each) on PostgreSQL, by one node on SQLite as the
+   baseline, and by one SQLite node with as many workers as the most nodes have together (what more
+   nodes add that more workers would not); files per second from the first drop to the last file in done/.
 """
 
 from __future__ import annotations
@@ -228,26 +229,28 @@ def _claims(journal: PostgresJournal, job_id: int) -> list[tuple[str, float]]:
 def part_nodes(server: PostgresServer, folder: Path, args: argparse.Namespace) -> None:
     print(f"3. {args.files} files of 1-16 KB over {len(DEMO_RECORDS)} records, {args.latency * 1000:g} ms per "
           "vendor request, 4 workers per node, files per second (first drop to last file in done/):")
-    variants = [("SQLite, 1 node", 1, False)] + [(f"PostgreSQL, {n} node(s)", n, True) for n in args.nodes]
+    most = 4 * max(args.nodes)
+    variants = [("SQLite, 1 node", 1, False, 4)] + [(f"PostgreSQL, {n} node(s)", n, True, 4) for n in args.nodes]
+    variants.append((f"SQLite, 1 node with {most} workers", 1, False, most))  # as many workers as the most nodes
     rates: dict[str, float] = {}
-    for index, (label, count, shared) in enumerate(variants):
+    for index, (label, count, shared, workers) in enumerate(variants):
         root = folder / f"nodes-{index}"
         root.mkdir()
         journal = server.url(server.create_database()) if shared else str(root / "state" / "journal.db")
-        rates[label] = files_per_second(root, journal, count, args.files, args.latency)
+        rates[label] = files_per_second(root, journal, count, args.files, args.latency, workers)
         print(f"   {label}: {rates[label]:.1f} files/s", flush=True)
     base = rates["SQLite, 1 node"]
     print("   ratios to SQLite, 1 node: " + ", ".join(f"{k} {v / base:.2f}x" for k, v in rates.items()))
 
 
-def files_per_second(root: Path, journal: str, count: int, files: int, latency: float) -> float:
+def files_per_second(root: Path, journal: str, count: int, files: int, latency: float, workers: int) -> float:
     with Sandbox(root / "simulator") as sandbox:
         empty_demo_inbox(sandbox, root / "inbox")
         if latency:
             sandbox.add_fault("*", r"^/(api|s3)/", action="delay", delay=latency, count=10_000_000)
         names = [f"n{number}" for number in range(count)]
-        nodes = [start_node(node_config(root, name, journal, sandbox.url, lease=30.0), root / f"{name}.log")
-                 for name in names]
+        nodes = [start_node(node_config(root, name, journal, sandbox.url, lease=30.0, workers=workers),
+                            root / f"{name}.log") for name in names]
         try:
             for name in names:
                 log = root / f"{name}.log"

@@ -78,8 +78,10 @@ def open_journal(settings: Settings, *, daemon: bool) -> JournalBackend:
     from hotfolder.journal.postgres import PostgresJournal  # psycopg is loaded only where it is used
 
     settings.node.state.mkdir(parents=True, exist_ok=True)
+    # A worker inside a link holds a connection for the record's lock and takes a second for its writes;
+    # the heartbeat, the watcher's intake and the archive take one each.
     return PostgresJournal(settings.journal, node=settings.node.name, lease=settings.node.lease, daemon=daemon,
-                           pool_size=settings.workers + 4)
+                           pool_size=2 * settings.workers + 4)
 
 
 class Daemon:

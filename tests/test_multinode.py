@@ -71,6 +71,9 @@ def test_two_nodes_share_the_work_and_status_shows_each_with_its_heartbeat(
                                           cwd=ROOT, stdout=open(site.root / f"{name}.log", "ab"),  # noqa: SIM115
                                           stderr=subprocess.STDOUT) for name, path in configs.items()}
         try:
+            for name in started:  # both watching before the first drop, so that both get work
+                log = site.root / f"{name}.log"
+                wait_for(lambda log=log: b"watching" in log.read_bytes(), timeout=60, what=f"{name} to start")
             site.sandbox.add_fault("*", r"^/api/", action="delay", delay=0.05, count=1_000_000)
             dropped = {f"scan-{n}.pdf": os.urandom(20_000) for n in range(12)}
             for name, data in dropped.items():

@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -110,3 +111,39 @@ def test_two_nodes_share_the_work_and_status_shows_each_with_its_heartbeat(
             for process in started.values():
                 if process.poll() is None:
                     kill9(process)
+
+
+def test_while_postgresql_is_down_nothing_leaves_the_inbox_and_the_node_says_why(
+        tmp_path: Path, postgres: PostgresServer) -> None:
+    """A node at work; PostgreSQL stops for longer than a lease. Meanwhile no file reaches done/ and the log
+    says why the node waits; once it is back, every file is done and attached once."""
+    url = postgres.url(postgres.create_database())
+    with simulated_site(tmp_path, _seed_fulcrum_records, fulcrum_tokens=(TOKEN,)) as site:
+        config = write_config(site.root, site.sandbox.url, journal=url, workers=2,
+                              node={"name": "scan-1", "lease": "3s", "state": str(site.root / "state")})
+        log = site.root / "scan-1.log"
+        node = subprocess.Popen([sys.executable, "-m", "hotfolder", "run", "-c", str(config)], env=env_for_daemon(),
+                                cwd=ROOT, stdout=open(log, "ab"), stderr=subprocess.STDOUT)  # noqa: SIM115
+        try:
+            wait_for(lambda: b"watching" in log.read_bytes(), timeout=60, what="the node to start")
+            site.sandbox.add_fault("*", r"^/(api|s3)/", action="delay", delay=0.1, count=1_000_000)
+            dropped = {f"outage-{n}.pdf": os.urandom(10_000) for n in range(10)}
+            for name, data in dropped.items():
+                site.drop("rec-1", name, data)
+            wait_for(lambda: list(site.done.rglob("*.pdf")), timeout=60, what="the first file done")
+            postgres.stop()
+            try:
+                wait_for(lambda: b"journal database unavailable" in log.read_bytes(), timeout=30,
+                         what="the node to say why it waits")
+                before = sorted(site.done.rglob("*.pdf"))
+                time.sleep(4.5)  # longer than the lease
+                assert sorted(site.done.rglob("*.pdf")) == before  # nothing left the inbox meanwhile
+                assert len(before) < len(dropped)
+            finally:
+                postgres.start()
+            wait_for(lambda: len(list(site.done.rglob("*.pdf"))) == len(dropped), timeout=60, what="every file")
+            attached = sorted(item["name"] for item in site.attachments_on("rec-1"))
+            assert attached == sorted(dropped)
+            assert b"journal database answers again" in log.read_bytes()
+        finally:
+            kill9(node)

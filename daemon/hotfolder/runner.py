@@ -241,7 +241,9 @@ class Runner:
     def drive(self, job: Job) -> Job:
         """Run steps of ``job`` until it finishes, must wait, or the daemon stops."""
         while not job.finished and not self._stopping.is_set():
-            self.journal.check_lease(job.id)  # before each side effect (raises LeaseLost)
+            # Before each side effect (raises LeaseLost); a file leaves the inbox only once the journal itself
+            # confirms the lease (while a shared journal is unreachable, nothing moves).
+            self.journal.check_lease(job.id, confirm=job.state in (State.TO_DONE, State.TO_FAILED))
             started = time.monotonic()
             step = job.state
             result = self._run_step(job)

@@ -239,7 +239,8 @@ _SECTIONS: Mapping[str, Mapping[str, _Key]] = {
         "attribute_cache": _Key(_ref("auto_or_duration"), default="auto"),
     },
     "node": {
-        "name": _Key(_ref("nonempty_text"), default="the host name"),
+        "name": _Key({**_ref("nonempty_text"),
+                      "description": "this node's name, unique per running daemon; default: the host name"}),
         "lease": _Key(_ref("positive_duration"), default="30s"),
         "state": _Key(_ref("absolute_path"), default="/var/lib/hotfolder"),
     },

@@ -56,6 +56,7 @@ class MultiNodeResult:
     leases_lost: int = 0  # "job dropped: this node no longer holds it" lines: fencing at work
     jobs_by_holders: Counter[int] = field(default_factory=Counter)  # how many jobs had 1, 2, ... holders
     nodes_that_worked: int = 0
+    jobs_by_state: Counter[str] = field(default_factory=Counter)  # gone: a node journaled a file another had moved
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -71,7 +72,8 @@ class MultiNodeResult:
             f"blows to a node holding jobs: {self.blows_with_work}",
             f"  leases lost (jobs dropped by a node that woke up or lost its database): {self.leases_lost}; "
             f"jobs by number of claims: {dict(sorted(self.jobs_by_holders.items()))}; "
-            f"nodes that held jobs: {self.nodes_that_worked}",
+            f"nodes that held jobs: {self.nodes_that_worked}; "
+            f"jobs by state: {dict(sorted(self.jobs_by_state.items()))}",
             self.campaign.details(),
         ]
         lines.extend(f"  PROBLEM: {problem}" for problem in self.problems)
@@ -267,6 +269,7 @@ class MultiNodeCampaign(Campaign):
                 if job.state.value in ("done", "failed") and not holders:
                     result.problems.append(f"job {job.id} ({job.relpath}) finished without a holder in its history")
                 result.jobs_by_holders[len(holders)] += 1
+                result.jobs_by_state[job.state.value] += 1
                 held_by.update(node for node, _ in holders)
             result.nodes_that_worked = len(held_by & set(self.node_names()))
         finally:

@@ -114,6 +114,22 @@ def test_a_node_waking_after_another_finished_its_job_changes_nothing(pg_url: st
         other.close()
 
 
+def test_a_file_another_node_moved_out_after_this_one_saw_it_is_not_journaled_again(
+        nodes: dict[str, PostgresJournal]) -> None:
+    """Every node's watcher sees every file. Node B saw one, then node A finished its job and moved it
+    out, then B's intake arrives: no second job (it would only find the file gone). The same name
+    dropped again after that finish is a new file, and a new job."""
+    a, b = nodes["a"], nodes["b"]
+    seen_by_b = time.time()
+    (job_id,) = _jobs(a, 1)
+    assert a.ready_ids(time.time(), 1) == [job_id]
+    a.record(job_id, StepRecord(state=State.DONE, attempts=0, outcome_path="/done/t/r/f0"))
+    late = NewJob("t", "r", None, "f0", "t/r/f0", 1, 1, seen_at=seen_by_b)
+    assert b.add_jobs([late]) == []
+    again = b.add_jobs([NewJob("t", "r", None, "f0", "t/r/f0", 1, 1, seen_at=time.time())])
+    assert [job.relpath for job in again] == ["t/r/f0"]
+
+
 def test_renewals_keep_a_lease_past_its_length_and_a_stop_gives_it_back(nodes: dict[str, PostgresJournal]) -> None:
     a, b = nodes["a"], nodes["b"]
     (job_id,) = _jobs(a, 1)

@@ -126,7 +126,7 @@ class Runner:
             return None  # the folder's description, read when the folder is linked; never uploaded
         return NewJob(
             target=placement.target, record=placement.record, group=placement.group, name=placement.name,
-            relpath=placement.relpath.as_posix(), size=stat.st_size, mtime_ns=stat.st_mtime_ns,
+            relpath=placement.relpath.as_posix(), size=stat.st_size, mtime_ns=stat.st_mtime_ns, seen_at=self._clock(),
         )
 
     def poke(self) -> None:

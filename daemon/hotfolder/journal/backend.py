@@ -42,7 +42,8 @@ class JournalBackend(Protocol):
     def add_jobs(self, new_jobs: Sequence[NewJob]) -> list[Job]:
         """Create a job per file and return those created, in order; a file whose ``relpath`` already
         has an unfinished job is skipped (crash rule 6, kept against every concurrent caller, including
-        another process on the same store). Durable, all or nothing: every returned job is committed
+        another process on the same store); so is one whose path has a job that finished at or after the
+        file's ``seen_at`` (another daemon on the store moved the file out after this one saw it). Durable, all or nothing: every returned job is committed
         (rule 1). A new id is greater than any id handed out before, archived ones included (rule 7)."""
 
     # -- finding work --------------------------------------------------------------------------

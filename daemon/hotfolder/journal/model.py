@@ -49,6 +49,10 @@ class NewJob:
     mtime_ns: int
     state: State = State.HASH
     last_error: Mapping[str, Any] | None = None
+    # When the watcher last found the file there. A journal shared by several daemons skips the file if a
+    # job for its path finished since: another daemon moved it out meanwhile (one daemon alone is told
+    # by its own runner when a file leaves, and needs no such check).
+    seen_at: float | None = None
 
 
 @dataclass

@@ -296,12 +296,16 @@ class PostgresJournal:
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (INTAKE_LOCK,))
                 for new in new_jobs:
+                    relpath = _b(new.relpath)
+                    # Seen by this node's watcher, then moved out by another node before this insert: skipped.
+                    seen = float("inf") if new.seen_at is None else new.seen_at  # None: no such check
                     row = conn.execute(
                         "INSERT INTO jobs (target, record, grp, name, relpath, size, mtime_ns, state, last_error, "
-                        "created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                        "created_at, updated_at) SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s "
+                        "WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE finished_at >= %s AND relpath = %s) "
                         f"ON CONFLICT (relpath) WHERE finished_at IS NULL DO NOTHING RETURNING {JOB_COLUMNS}",
-                        (_b(new.target), _b(new.record), _b(new.group), _b(new.name), _b(new.relpath), new.size,
-                         new.mtime_ns, new.state.value, encode_json(new.last_error), now, now),
+                        (_b(new.target), _b(new.record), _b(new.group), _b(new.name), relpath, new.size,
+                         new.mtime_ns, new.state.value, encode_json(new.last_error), now, now, seen, relpath),
                     ).fetchone()
                     if row is not None:
                         added.append(row_to_job(row))

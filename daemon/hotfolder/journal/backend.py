@@ -42,9 +42,11 @@ class JournalBackend(Protocol):
     def add_jobs(self, new_jobs: Sequence[NewJob]) -> list[Job]:
         """Create a job per file and return those created, in order; a file whose ``relpath`` already
         has an unfinished job is skipped (crash rule 6, kept against every concurrent caller, including
-        another process on the same store); so is one whose path has a job that finished at or after the
-        file's ``seen_at`` (another daemon on the store moved the file out after this one saw it). Durable, all or nothing: every returned job is committed
-        (rule 1). A new id is greater than any id handed out before, archived ones included (rule 7)."""
+        another process on the same store). A store shared by several daemons also skips a path whose job
+        finished at or after the file's ``seen_at`` (another daemon moved the file out after this one saw
+        it; a daemon alone forgets a file it moved out, and its watcher never hands it over again).
+        Durable, all or nothing: every returned job is committed (rule 1). A new id is greater than any
+        id handed out before, archived ones included (rule 7)."""
 
     # -- finding work --------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import socket
 import threading
@@ -39,12 +40,15 @@ from hotfolder.journal.rows import decode_json, encode_json, row_to_job
 from hotfolder.pipeline import TERMINAL_STATES, State
 
 log = structlog.get_logger("hotfolder.journal")
+# The pool warns at every failed reconnection attempt (every few seconds of an outage); this module says
+# once per outage why the daemon waits, and once when the database answers again.
+logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
 _T = TypeVar("_T")
 
 INTAKE_LOCK = 0x686F7466_00000002  # ids are handed out in commit order (the twin rule needs it)
 _UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
-_BACKOFF_FIRST, _BACKOFF_MAX = 0.2, 5.0
+_BACKOFF_FIRST, _BACKOFF_MAX = 0.2, 1.0  # plus the pool's 3 s wait: a look every few seconds
 # A link lock's session is ended by the server after this long idle inside its transaction: a node
 # frozen for good while holding one must not block that record's links for ever. Far above one link's
 # requests (each bounded by its target's timeout).
@@ -71,6 +75,7 @@ class PostgresJournal:
         command and tests open the journal without."""
         self.node = node
         self.lease = lease
+        self._url = url  # holds the password: never logged (psycopg's errors do not repeat it)
         self._clock = clock
         self._daemon = daemon
         self._closing = threading.Event()
@@ -85,7 +90,10 @@ class PostgresJournal:
             kwargs={"autocommit": True, "application_name": f"hotfolder {node}"[:63],
                     "connect_timeout": max(1, int(connect_timeout))},
             # A short wait for a connection: an outage is noticed (and said) within seconds, then waited out.
-            reconnect_timeout=3600 * 24 * 365, timeout=3.0, name=f"hotfolder-{node}",
+            # Each reconnection attempt gives up after two seconds and the next call starts a fresh one: left
+            # to itself, the pool's backoff doubles without bound, and after a long outage it would come back
+            # minutes after the database did.
+            reconnect_timeout=2.0, timeout=3.0, name=f"hotfolder-{node}",
         )
         self._pool.open(wait=False)
         try:
@@ -123,15 +131,26 @@ class PostgresJournal:
                 delay = min(delay * 2, _BACKOFF_MAX)
 
     def _waiting(self, error: BaseException) -> None:
-        reason = " ".join(str(error).split()) or type(error).__name__
         with self._outage_lock:
             first = self._outage_since is None
             if first:
                 self._outage_since = time.monotonic()
+        if first and isinstance(error, PoolTimeout):
+            error = self._why_no_connection() or error  # the pool says only that none came
+        reason = " ".join(str(error).split()) or type(error).__name__
+        with self._outage_lock:
             self.waiting_reason = f"the journal database does not answer: {reason}"
         if first:
             log.error("journal database unavailable; nothing leaves the inbox and no step starts until it "
                       "answers, retrying", node=self.node, reason=reason)
+
+    def _why_no_connection(self) -> BaseException | None:
+        """What a connection of our own is told (refused, unknown host, password refused), for the log."""
+        try:
+            psycopg.connect(self._url, connect_timeout=3).close()
+        except psycopg.Error as error:
+            return error
+        return None
 
     def _back_online(self) -> None:
         if self._outage_since is None:

@@ -52,6 +52,7 @@ from hotfolder.demo import DEMO_RECORDS, FIELD, PHOTO_FIELD, REPORT_FIELD, demo_
 from hotfolder.journal import Journal, JournalBackend
 from hotfolder.pipeline import State
 from hotfolder.sandbox import Sandbox
+from hotfolder.watch.writers import PROBE_PREFIX
 from tests.harness import SiteFolders, hotfolder, kill9
 
 SAFERME_REPORT = "7001"
@@ -501,7 +502,10 @@ def audit(campaign: Campaign, kills: int) -> CampaignResult:
             problems.append(f"{dropped.relpath}: in neither done/ nor failed/")
             lost.add(dropped.relpath)
     result.twins_skipped = len(skipped)
-    left = [p.relative_to(campaign.inbox).as_posix() for p in campaign.inbox.rglob("*") if p.is_file()]
+    # A daemon killed inside its writer-test probe (milliseconds at start) leaves that dot-file, which the
+    # watcher ignores and the next start removes once it is a minute old (watch/writers.py): not a file lost.
+    left = [p.relative_to(campaign.inbox).as_posix() for p in campaign.inbox.rglob("*")
+            if p.is_file() and not p.name.startswith(PROBE_PREFIX)]
     if left:
         problems.append(f"inbox still holds {len(left)} file(s): {left[:5]}")
 

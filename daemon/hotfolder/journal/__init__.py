@@ -58,7 +58,8 @@ Several processes on several hosts (the PostgreSQL journal)
 Several daemons, each on its own server, watch one share and write one PostgreSQL database
 (``postgres.py``). Rules 1 to 7 hold as written, with "committed" meaning committed by PostgreSQL
 (``synchronous_commit`` on: fsynced on the database server before the commit returns). Rule 6 is the
-same partial unique index, so every node may submit every file it sees: one job per path. What is new
+same partial unique index, so every node may submit every file it sees: one job per path; and a file a
+node saw that another node then moved out is not journaled again (a job of its path finished since). What is new
 is that a job's next step could be taken by two processes at once, and each rule below stops that.
 
 8. *Claims are leases.* A node takes a ready job in one statement (``FOR UPDATE SKIP LOCKED``) that makes
@@ -77,7 +78,8 @@ is that a job's next step could be taken by two processes at once, and each rule
     third of its length left by this node's own monotonic clock, counted from when the last renewal was
     *sent* (so a renewal that reached the database later only makes the real lease longer). A node cut
     off from the database stops starting steps within two thirds of a lease, before anyone else may
-    claim its jobs.
+    claim its jobs. The moves to ``done/`` and ``failed/`` ask the database itself: while it cannot be
+    reached, no file leaves the inbox.
 11. *One link per record across nodes.* A link takes, besides the process's own lock, a
     transaction-scoped advisory lock on its key (``pg_advisory_xact_lock``) held by a connection of its
     own for the link's duration, and confirms the lease *with the database* under that lock. So links

@@ -8,7 +8,7 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[test]'
 	touch $@
 
-.PHONY: setup demo test lint rgw netservers systemd
+.PHONY: setup demo test lint rgw netservers systemd postgres
 setup: $(VENV)/.installed
 
 demo: setup
@@ -30,7 +30,12 @@ systemd:
 	@bash .ci/install-systemd || echo "systemd-nspawn not installed: the real-systemd test will be skipped"
 	@systemd-analyze security --offline=true systemd/hotfolder.service 2>/dev/null | tail -n 1 || true
 
-test: setup rgw netservers systemd
+# PostgreSQL serves the shared journal of several daemons on one share (tests/postgres.py makes a private
+# cluster on 127.0.0.1 with initdb and pg_ctl, as the unprivileged user the package creates).
+postgres:
+	@bash .ci/install-postgres || echo "postgresql not installed: the PostgreSQL journal tests will be skipped"
+
+test: setup rgw netservers systemd postgres
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -n 2
 

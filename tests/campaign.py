@@ -49,9 +49,10 @@ from typing import Any
 import yaml
 
 from hotfolder.demo import DEMO_RECORDS, FIELD, PHOTO_FIELD, REPORT_FIELD, demo_targets, seed
-from hotfolder.journal import Journal
+from hotfolder.journal import Journal, JournalBackend
 from hotfolder.pipeline import State
 from hotfolder.sandbox import Sandbox
+from hotfolder.watch.writers import PROBE_PREFIX
 from tests.harness import SiteFolders, hotfolder, kill9
 
 SAFERME_REPORT = "7001"
@@ -196,6 +197,10 @@ class Campaign(SiteFolders):
             "targets": targets,
         }
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+    def open_journal(self) -> JournalBackend:
+        """The journal the daemons wrote, for the audit."""
+        return Journal(self.journal_path)
 
     # -- files ----------------------------------------------------------------------------------
 
@@ -497,7 +502,10 @@ def audit(campaign: Campaign, kills: int) -> CampaignResult:
             problems.append(f"{dropped.relpath}: in neither done/ nor failed/")
             lost.add(dropped.relpath)
     result.twins_skipped = len(skipped)
-    left = [p.relative_to(campaign.inbox).as_posix() for p in campaign.inbox.rglob("*") if p.is_file()]
+    # A daemon killed inside its writer-test probe (milliseconds at start) leaves that dot-file, which the
+    # watcher ignores and the next start removes once it is a minute old (watch/writers.py): not a file lost.
+    left = [p.relative_to(campaign.inbox).as_posix() for p in campaign.inbox.rglob("*")
+            if p.is_file() and not p.name.startswith(PROBE_PREFIX)]
     if left:
         problems.append(f"inbox still holds {len(left)} file(s): {left[:5]}")
 
@@ -612,7 +620,7 @@ def _audit_espocrm(campaign: Campaign, expected: dict[tuple[str, str | None], li
 
 
 def _audit_journal(campaign: Campaign, result: CampaignResult) -> None:
-    journal = Journal(campaign.journal_path)
+    journal = campaign.open_journal()
     try:
         jobs = journal.jobs(limit=1_000_000)
     finally:

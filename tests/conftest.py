@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from hotfolder.transfer import CHUNK_SIZE
+from tests.postgres import PostgresServer, missing_reason, start_postgres
 from tests.rgw import RGWServer, missing_binaries, start_rgw
 
 
@@ -31,6 +32,31 @@ def rgw() -> Iterator[RGWServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A private PostgreSQL cluster on 127.0.0.1 for the whole session (``tests/postgres.py``).
+
+    Skipped where PostgreSQL is not installed (run .ci/install-postgres), except under CI=true, where
+    a missing server must fail the run.
+    """
+    reason = missing_reason()
+    if reason is not None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true: {reason}", pytrace=False)
+        pytest.skip(reason)
+    server = start_postgres()
+    try:
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.fixture
+def pg_url(postgres: PostgresServer) -> str:
+    """The URL of a database of this test's own on the session's PostgreSQL (password included)."""
+    return postgres.url(postgres.create_database())
 
 
 # Shared by the presigned PUT and POST tests against RGW.

@@ -653,3 +653,44 @@ def test_environ_defaults_to_os_environ(tmp_path: Path, monkeypatch: pytest.Monk
     path.write_text(BRIEF_SHAPE)
     monkeypatch.setenv("FULCRUM_API_TOKEN", "from-os")
     assert load_settings(path).targets["fulcrum"].option("token") == "from-os"
+
+
+# --- a journal shared by several daemons ----------------------------------------------------------
+
+
+def test_a_postgresql_journal_with_its_password_from_the_environment() -> None:
+    data = with_change("journal", "postgresql://hotfolder:${HOTFOLDER_DB_PASSWORD}@db.internal:5432/hotfolder")
+    data["node"] = {"name": "scan-2", "lease": "20s", "state": "/var/lib/hotfolder-node"}
+    settings = parse_settings(data, {**ENV, "HOTFOLDER_DB_PASSWORD": "db-" + SECRET})
+    assert settings.shared_journal == f"postgresql://hotfolder:db-{SECRET}@db.internal:5432/hotfolder"
+    assert (settings.node.name, settings.node.lease, settings.node.state) == (
+        "scan-2", 20.0, Path("/var/lib/hotfolder-node"))
+    assert "db-" + SECRET in secret_values(settings)  # redacted from every log line
+    from hotfolder.options import shown_database_url
+
+    assert shown_database_url(settings.journal) == "postgresql://hotfolder:[redacted]@db.internal:5432/hotfolder"
+
+
+def test_a_sqlite_journal_is_not_shared_and_the_node_has_defaults() -> None:
+    settings = parse(base())
+    assert settings.shared_journal is None and isinstance(settings.journal, Path)
+    assert settings.node.lease == 30.0 and settings.node.name
+
+
+@pytest.mark.parametrize(("journal", "words"), [
+    ("postgresql://db.internal", "the host and the database are needed"),
+    ("postgresql://user@:5432/db", "the host and the database are needed"),
+    ("postgresql://user@db:port/db", "cannot be read"),
+    ("relative/journal.db", "absolute path"),
+])
+def test_a_journal_that_is_neither_a_path_nor_a_database_url_is_refused(journal: str, words: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse(with_change("journal", journal))
+    assert caught.value.key == "journal" and words in caught.value.message
+
+
+def test_a_lease_too_short_to_renew_is_refused() -> None:
+    data = base()
+    data["node"] = {"lease": "1s"}
+    with pytest.raises(ConfigError, match=r"node\.lease"):
+        parse(data)

@@ -60,6 +60,18 @@ def test_minimal_configs_are_valid() -> None:
     assert schema_errors(data) == []
 
 
+def test_a_shared_postgresql_journal_is_valid_and_a_typo_in_node_is_not() -> None:
+    data = base()
+    data["journal"] = "postgresql://hotfolder:${HOTFOLDER_DB_PASSWORD}@db.internal:5432/hotfolder"
+    data["node"] = {"name": "scan-1", "lease": "30s", "state": "/var/lib/hotfolder"}
+    assert schema_errors(data) == []
+    data["node"]["leas"] = "30s"
+    assert schema_errors(data) != []
+    data = base()
+    data["journal"] = "mysql://db/hotfolder"
+    assert schema_errors(data) != []
+
+
 @pytest.mark.parametrize(
     ("path", "value"),
     [

@@ -1,7 +1,12 @@
-"""The journal's promises: durable steps, one active job per path, and recovery from damage."""
+"""The journal's promises: durable steps, one active job per path, and recovery from damage.
+
+The promises every backend makes run against each (``store``: the SQLite file and a PostgreSQL database
+of the test's own); recovery from a damaged file and the group commit are the SQLite backend's own.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import shutil
@@ -9,22 +14,61 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from hotfolder.journal import Journal, JournalBackend, NewJob, StepRecord
+from hotfolder.journal import Job, Journal, JournalBackend, NewJob, StepRecord
+from hotfolder.journal.postgres import PostgresJournal
 from hotfolder.pipeline import State
+from tests.postgres import PostgresServer
 
 
-def _add(journal: Journal, relpath: str = "fulcrum/rec-1/scan.pdf"):
+class Store:
+    """Where a journal lives (``spec``: a SQLite path or a PostgreSQL URL), opened as often as a test likes."""
+
+    def __init__(self, spec: str) -> None:
+        self.spec = spec
+        self.opened: list[JournalBackend] = []
+
+    def open(self, **kwargs: object) -> JournalBackend:
+        journal = open_store(self.spec, **kwargs)
+        self.opened.append(journal)
+        return journal
+
+    def close_all(self) -> None:
+        for journal in self.opened:
+            with contextlib.suppress(Exception):  # closed by the test already
+                journal.close()
+
+
+def open_store(spec: str, **kwargs: object) -> JournalBackend:
+    """The journal at ``spec``; also what the killed children below run (so it takes a plain string)."""
+    if spec.startswith("postgresql://"):
+        return PostgresJournal(spec, node="test", **kwargs)  # type: ignore[arg-type]
+    return Journal(Path(spec), **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "sqlite":
+        opened = Store(str(tmp_path / "j.db"))
+    else:
+        postgres: PostgresServer = request.getfixturevalue("postgres")
+        opened = Store(postgres.url(postgres.create_database()))
+    yield opened
+    opened.close_all()
+
+
+def _add(journal: JournalBackend, relpath: str = "fulcrum/rec-1/scan.pdf") -> Job | None:
     target, record, name = relpath.split("/")
-    return journal.add_job(target=target, record=record, group=None, name=name, relpath=relpath,
-                           size=10, mtime_ns=123)
+    added = journal.add_jobs([NewJob(target, record, None, name, relpath, 10, 123)])
+    return added[0] if added else None
 
 
-def test_a_path_has_one_active_job_until_it_finishes(tmp_path: Path) -> None:
-    journal = Journal(tmp_path / "j.db")
+def test_a_path_has_one_active_job_until_it_finishes(store: Store) -> None:
+    journal = store.open()
     first = _add(journal)
     assert first is not None and first.state is State.HASH
     assert _add(journal) is None  # seen again by a rescan: no second job
@@ -33,9 +77,8 @@ def test_a_path_has_one_active_job_until_it_finishes(tmp_path: Path) -> None:
     assert again is not None and again.id != first.id
 
 
-def test_steps_survive_reopen_and_keep_vendor_ids(tmp_path: Path) -> None:
-    path = tmp_path / "j.db"
-    journal = Journal(path)
+def test_steps_survive_reopen_and_keep_vendor_ids(store: Store) -> None:
+    journal = store.open()
     job = _add(journal)
     assert job is not None
     journal.record(job.id, StepRecord(state=State.UPLOAD, attempts=1, vendor_update={"attachment_id": "a-1"},
@@ -43,16 +86,15 @@ def test_steps_survive_reopen_and_keep_vendor_ids(tmp_path: Path) -> None:
     journal.record(job.id, StepRecord(state=State.FINALIZE, attempts=1, vendor_update={"etag": "e"},
                                       last_error={"step": "upload", "reason": "503"}))
     journal.close()
-    reopened = Journal(path).get(job.id)
+    reopened = store.open().get(job.id)
     assert reopened.state is State.FINALIZE
     assert reopened.vendor == {"attachment_id": "a-1", "etag": "e"}
     assert reopened.digests == {"sha256": "ff"} and (reopened.size, reopened.mtime_ns) == (11, 456)
     assert reopened.last_error == {"step": "upload", "reason": "503"}
 
 
-def test_a_resend_replaces_every_vendor_id_at_once_and_survives_reopen(tmp_path: Path) -> None:
-    path = tmp_path / "j.db"
-    journal = Journal(path)
+def test_a_resend_replaces_every_vendor_id_at_once_and_survives_reopen(store: Store) -> None:
+    journal = store.open()
     job = _add(journal)
     assert job is not None
     journal.record(job.id, StepRecord(state=State.TO_DONE, attempts=0, vendor_update={"attachment_id": "a-1"}))
@@ -60,11 +102,11 @@ def test_a_resend_replaces_every_vendor_id_at_once_and_survives_reopen(tmp_path:
     journal.record(job.id, StepRecord(state=State.HASH, attempts=0, vendor_replace=stale,
                                       vendor_update={"note": "n"}))
     journal.close()
-    assert Journal(path).get(job.id).vendor == {**stale, "note": "n"}
+    assert store.open().get(job.id).vendor == {**stale, "note": "n"}
 
 
-def test_ready_jobs_honour_retry_time_and_exclusions(tmp_path: Path) -> None:
-    journal = Journal(tmp_path / "j.db", clock=lambda: 1000.0)
+def test_ready_jobs_honour_retry_time_and_exclusions(store: Store) -> None:
+    journal = store.open(clock=lambda: 1000.0)
     a, b = _add(journal, "t/r/a"), _add(journal, "t/r/b")
     assert a is not None and b is not None
     journal.record(a.id, StepRecord(state=State.UPLOAD, attempts=1, next_attempt_at=1060.0))
@@ -75,37 +117,36 @@ def test_ready_jobs_honour_retry_time_and_exclusions(tmp_path: Path) -> None:
     assert journal.ready_ids(1061.0, 1) == [b.id]
 
 
-def _run_then_kill9(path: Path, body: str) -> None:
-    """Run ``body`` in a child with the journal at ``path`` open as ``j``, then SIGKILL the child."""
+def _run_then_kill9(spec: Path | str, body: str, opening: str = "j = open_store(sys.argv[1])\n") -> None:
+    """Run ``body`` in a child with the journal at ``spec`` open as ``j``, then SIGKILL the child."""
     code = (
         "import os, signal, sys, threading\n"
         "from pathlib import Path\n"
         "from hotfolder.journal import Journal, NewJob, StepRecord\n"
         "from hotfolder.pipeline import State\n"
-        "j = Journal(Path(sys.argv[1]))\n"
+        "from tests.test_journal import open_store\n"
+        f"{opening}"
         f"{body}"
         "os.kill(os.getpid(), signal.SIGKILL)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code, str(path)], cwd=Path(__file__).parents[1])
+    result = subprocess.run([sys.executable, "-c", code, str(spec)], cwd=Path(__file__).parents[1])
     assert result.returncode == -9
 
 
-def test_a_commit_is_durable_when_the_process_is_killed(tmp_path: Path) -> None:
+def test_a_commit_is_durable_when_the_process_is_killed(store: Store) -> None:
     """A child commits a step and is SIGKILLed at once; the step is there afterwards."""
-    path = tmp_path / "j.db"
-    _run_then_kill9(path, (
-        "job = j.add_job(target='t', record='r', group=None, name='f', relpath='t/r/f', size=1, mtime_ns=1)\n"
+    _run_then_kill9(store.spec, (
+        "(job,) = j.add_jobs([NewJob('t', 'r', None, 'f', 't/r/f', 1, 1)])\n"
         "j.record(job.id, StepRecord(state=State.LINK, attempts=0, vendor_update={'attachment_id': 'x'}))\n"
     ))
-    job = Journal(path).jobs()[0]
+    job = store.open().jobs()[0]
     assert job.state is State.LINK and job.vendor == {"attachment_id": "x"}
 
 
-def test_concurrent_steps_are_durable_once_record_returns(tmp_path: Path) -> None:
+def test_concurrent_steps_are_durable_once_record_returns(store: Store) -> None:
     """Eight threads record steps at once (group commit shares transactions between them); the child
     is SIGKILLed right after the last call returns, and every returned step is there afterwards."""
-    path = tmp_path / "j.db"
-    _run_then_kill9(path, (
+    _run_then_kill9(store.spec, (
         "jobs = j.add_jobs([NewJob('t', 'r', None, f'f{n}', f't/r/f{n}', 1, 1) for n in range(8)])\n"
         "def drive(job_id):\n"
         "    for attempt in range(40):\n"
@@ -115,7 +156,7 @@ def test_concurrent_steps_are_durable_once_record_returns(tmp_path: Path) -> Non
         "threads = [threading.Thread(target=drive, args=(job.id,)) for job in jobs]\n"
         "[t.start() for t in threads]; [t.join() for t in threads]\n"
     ))
-    jobs = Journal(path).jobs()
+    jobs = store.open().jobs()
     assert len(jobs) == 8
     for job in jobs:
         assert job.attempts == 39
@@ -365,8 +406,8 @@ def test_journal_destroyed_after_link_then_restart_links_exactly_once(tmp_path: 
         assert "journal was damaged" in log.read_text()
 
 
-def test_possible_twins_are_older_unhashed_or_equal_digests_of_the_same_size(tmp_path: Path) -> None:
-    journal = Journal(tmp_path / "j.db")
+def test_possible_twins_are_older_unhashed_or_equal_digests_of_the_same_size(store: Store) -> None:
+    journal = store.open()
     jobs = journal.add_jobs([
         NewJob("fulcrum", "rec-1", None, f"f{n}.jpg", f"fulcrum/rec-1/f{n}.jpg", 10, 1) for n in range(7)
     ] + [NewJob("fulcrum", "rec-2", None, "g.jpg", "fulcrum/rec-2/g.jpg", 10, 1)])
@@ -388,18 +429,19 @@ def test_possible_twins_are_older_unhashed_or_equal_digests_of_the_same_size(tmp
     assert journal.possible_twins("fulcrum", "rec-1", me.id, 11, mine) == []  # another size: no twin
 
 
-def test_vendor_ids_and_errors_keep_names_that_are_not_utf8(tmp_path: Path) -> None:
+def test_vendor_ids_and_errors_keep_names_that_are_not_utf8(store: Store) -> None:
     """A duplicate's note names its twin, whose name may not be UTF-8 (a surrogate-escaped str)."""
     name = os.fsdecode(b"caf\xe9.jpg")
-    journal = Journal(tmp_path / "j.db")
+    journal = store.open()
     job = _add(journal, f"fulcrum/rec-1/{name}")
     assert job is not None
     step = StepRecord(state=State.TO_DONE, attempts=0, vendor_update={"duplicate_of_file": f"done/{name}"},
                       last_error={"step": "presign", "reason": f"twin {name}"})
     assert journal.record(job.id, step).vendor == {"duplicate_of_file": f"done/{name}"}
     journal.add_vendor_ids([job.id], {"also": name})
+    assert journal.jobs()[0].relpath == f"fulcrum/rec-1/{name}"
     journal.close()
-    stored = Journal(tmp_path / "j.db").get(job.id)
+    stored = store.open().get(job.id)
     assert stored.vendor == {"duplicate_of_file": f"done/{name}", "also": name}
     assert stored.last_error == {"step": "presign", "reason": f"twin {name}"}
 
@@ -431,10 +473,8 @@ def test_a_daemon_killed_mid_run_gets_the_whole_file_check(tmp_path: Path) -> No
     path = tmp_path / "j.db"
     Journal(path, daemon=True).close()
     Journal(path, daemon=True).close()  # a clean stop recorded
-    _run_then_kill9(path, (
-        "j = Journal(Path(sys.argv[1]), daemon=True)\n"
-        "job = j.add_job(target='t', record='r', group=None, name='f', relpath='t/r/f', size=1, mtime_ns=1)\n"
-    ))
+    _run_then_kill9(path, "(job,) = j.add_jobs([NewJob('t', 'r', None, 'f', 't/r/f', 1, 1)])\n",
+                    opening="j = Journal(Path(sys.argv[1]), daemon=True)\n")
     reopened = Journal(path, daemon=True)
     assert reopened.fully_checked and reopened.recovered_from is None
     assert [job.relpath for job in reopened.jobs()] == ["t/r/f"]
@@ -458,10 +498,10 @@ def test_a_clean_journal_cut_at_a_page_boundary_is_still_caught(tmp_path: Path) 
 # -- the interface: the SQLite journal is a JournalBackend -------------------------------------------------
 
 
-def test_the_sqlite_journal_implements_the_backend_interface(tmp_path: Path) -> None:
-    """Every call of ``JournalBackend`` exists on ``Journal`` with the same parameters (names, kinds,
+def test_each_journal_implements_the_backend_interface(store: Store) -> None:
+    """Every call of ``JournalBackend`` exists on each journal with the same parameters (names, kinds,
     annotations, which have defaults), so the runner can be handed either."""
-    backend: JournalBackend = Journal(tmp_path / "j.db")  # the static check, for a type checker
+    backend: JournalBackend = store.open()  # the static check, for a type checker
     assert isinstance(backend, JournalBackend)
     members = [name for name in vars(JournalBackend) if not name.startswith("_")]
     assert {"add_jobs", "record", "ready_ids", "possible_twins", "archive_finished", "close"} <= set(members)
@@ -470,7 +510,7 @@ def test_the_sqlite_journal_implements_the_backend_interface(tmp_path: Path) -> 
         if isinstance(wanted, property):
             assert hasattr(backend, name), name
             continue
-        assert _shape(inspect.signature(getattr(Journal, name))) == _shape(inspect.signature(wanted)), name
+        assert _shape(inspect.signature(getattr(type(backend), name))) == _shape(inspect.signature(wanted)), name
     backend.close()
 
 

@@ -326,3 +326,17 @@ def test_status_lists_a_file_held_open_by_a_writer_with_the_reason(site: Site) -
         assert "scan.pdf" not in status()
     finally:
         daemon.stop()
+
+
+def test_a_probe_file_left_by_a_killed_daemon_is_removed_at_the_next_start(tmp_path: Path) -> None:
+    """The writer test's probe lives for milliseconds; a daemon killed in between leaves it in the inbox (a
+    multi-node campaign found one). The next probe of that folder, by any daemon, removes it by its age;
+    another daemon's probe under way (fresh) is left alone."""
+    left = tmp_path / ".hotfolder-lease-probe-otherhost-4242"
+    left.write_bytes(b"")
+    os.utime(left, (time.time() - 3600, time.time() - 3600))
+    under_way = tmp_path / ".hotfolder-lease-probe-otherhost-4343"
+    under_way.write_bytes(b"")
+    assert lease_support(tmp_path) is None
+    assert not left.exists() and under_way.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [under_way.name]  # our own probe is gone too

@@ -100,21 +100,22 @@ def cmd_once(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     settings = _load(_config_path(args))
-    from hotfolder.journal import Journal
+    from hotfolder.options import shown_database_url
     from hotfolder.pipeline import TERMINAL_STATES, State
+    from hotfolder.service import open_journal, waiting_file
 
-    journal = Journal(settings.journal)
+    journal = open_journal(settings, daemon=False)
     try:
         counts = journal.counts_by_state()
         archived = journal.archived_count()
         unfinished = journal.jobs(unfinished=True, limit=200)
         failures = journal.jobs(states=(State.FAILED,), limit=args.limit)
+        nodes = journal.nodes() if hasattr(journal, "nodes") else None
     finally:
         journal.close()
-    from hotfolder.service import waiting_file
 
     report: dict[str, Any] = {
-        "journal": str(settings.journal),
+        "journal": shown_database_url(settings.journal) if isinstance(settings.journal, str) else str(settings.journal),
         "not_ready": _not_ready(waiting_file(settings)),
         "unfinished_by_step": {s: n for s, n in counts.items() if State(s) not in TERMINAL_STATES},
         "finished": {s: n for s, n in counts.items() if State(s) in TERMINAL_STATES},
@@ -136,10 +137,17 @@ def cmd_status(args: argparse.Namespace) -> int:
             for job in failures
         ],
     }
+    if nodes is not None:
+        report["nodes"] = [_node_report(node, settings.node.lease) for node in nodes]
     if args.json:
         print(json.dumps(report, indent=2, ensure_ascii=False))
         return 0
     print(f"journal: {report['journal']}")
+    if nodes is not None:
+        print("nodes sharing this journal:")
+    for item in report.get("nodes", []):
+        print(f"  {item['name']} ({item['host']}, pid {item['pid']}): {item['state']}, last heartbeat "
+              f"{item['last_heartbeat']} ({item['heartbeat_age']}s ago), jobs held: {item['jobs_held']}")
     waiting = ", ".join(f"{s} {n}" for s, n in report["unfinished_by_step"].items()) or "none"
     print(f"unfinished jobs by step: {waiting}")
     finished = ", ".join(f"{s} {n}" for s, n in report["finished"].items()) or "none"
@@ -160,6 +168,23 @@ def cmd_status(args: argparse.Namespace) -> int:
     for item in report["failures"]:
         print(f"  #{item['job']} {item['file']} at {item['step']}: {item['reason']}")
     return 0
+
+
+def _node_report(node: Any, lease: float) -> dict[str, Any]:
+    """One daemon sharing a PostgreSQL journal: stopped, running, or silent (killed, frozen or cut off: no
+    heartbeat for a whole lease, so its jobs go to the others)."""
+    age = max(0.0, time.time() - node.heartbeat_at)
+    if node.stopped_at is not None:
+        state = "stopped"
+    elif age <= lease:
+        state = "running"
+    else:
+        state = f"silent (no heartbeat for over {lease:g}s: dead, frozen or cut off; its jobs go to the others)"
+    return {
+        "name": node.name, "host": node.host, "pid": node.pid, "state": state,
+        "last_heartbeat": datetime.fromtimestamp(node.heartbeat_at, UTC).isoformat(timespec="seconds"),
+        "heartbeat_age": round(age, 1), "jobs_held": node.jobs_held,
+    }
 
 
 def _not_ready(path: Path) -> list[dict[str, Any]]:

@@ -27,6 +27,7 @@ import difflib
 import itertools
 import os
 import re
+import socket
 import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -53,9 +54,12 @@ from hotfolder.options import (
     auto_or_duration,
     boolean,
     choice,
+    database_password,
     duration,
     found,
     integer,
+    journal_location,
+    nonempty_text,
     patterns,
     positive_number,
     refuse,
@@ -127,11 +131,20 @@ class TargetSettings:
 
 
 @dataclass(frozen=True)
+class NodeSettings:
+    """This daemon among several sharing one PostgreSQL journal (unused with a SQLite journal)."""
+
+    name: str  # unique per running daemon; its leases and its line in `hotfolder status`
+    lease: float  # seconds a claimed job stays this node's without a renewal
+    state: Path  # this node's own files (the list of files not ready yet)
+
+
+@dataclass(frozen=True)
 class Settings:
     inbox: Path
     done: Path
     failed: Path
-    journal: Path
+    journal: Path | str  # a SQLite file, or a postgresql:// URL (``shared_journal``)
     watch: WatchSettings
     workers: int
     retry: RetrySettings
@@ -139,7 +152,13 @@ class Settings:
     log_level: str
     duplicates: str
     archive_after: float  # seconds after which a finished job moves to the journal's archive
+    node: NodeSettings
     notify: NotifySettings | None = None  # alerts by webhook and email (hotfolder.alerts); None: off
+
+    @property
+    def shared_journal(self) -> str | None:
+        """The PostgreSQL URL when the journal is shared by several daemons; None for a SQLite file."""
+        return self.journal if isinstance(self.journal, str) else None
 
 
 # --- ${VAR} substitution -----------------------------------------------------------------------
@@ -276,6 +295,7 @@ _TOP_KEYS = (
     "duplicates",
     "archive_after",
     "notify",
+    "node",
 )
 
 
@@ -286,15 +306,14 @@ def parse_settings(data: object, environ: Mapping[str, str]) -> Settings:
             "(top level)", "the configuration is empty; expected inbox, done, failed, journal, targets"
         )
     top = _Section(data, "", environ, _TOP_KEYS)
-    folders = {
-        name: top.get(name, absolute_path, _REQUIRED) for name in ("inbox", "done", "failed", "journal")
-    }
-    _check_folders(folders)
+    folders = {name: top.get(name, absolute_path, _REQUIRED) for name in ("inbox", "done", "failed")}
+    journal = top.get("journal", journal_location, _REQUIRED)
+    _check_folders(folders, journal)
     return Settings(
         inbox=folders["inbox"],
         done=folders["done"],
         failed=folders["failed"],
-        journal=folders["journal"],
+        journal=journal,
         watch=_parse_watch(top.data.get("watch"), environ),
         workers=top.get("workers", integer(1), 4),
         retry=_parse_retry(top.data.get("retry"), environ),
@@ -302,15 +321,28 @@ def parse_settings(data: object, environ: Mapping[str, str]) -> Settings:
         log_level=top.get("log_level", choice(*LOG_LEVELS), "info"),
         duplicates=top.get("duplicates", choice(*DUPLICATE_POLICIES), "skip"),
         archive_after=top.get("archive_after", duration(positive=True), "30d"),
+        node=_parse_node(top.data.get("node"), environ),
         notify=_parse_notify(top.data.get("notify"), environ),
     )
+
+
+def _parse_node(data: object, environ: Mapping[str, str]) -> NodeSettings:
+    section = _Section(data, "node", environ, ("name", "lease", "state"))
+    node = NodeSettings(
+        name=section.get("name", nonempty_text, socket.gethostname()),
+        lease=section.get("lease", duration(positive=True), "30s"),
+        state=section.get("state", absolute_path, "/var/lib/hotfolder"),
+    )
+    if node.lease < 3:
+        raise ConfigError("node.lease", f"expected at least 3s (renewed every third of it), found {node.lease:g}s")
+    return node
 
 
 def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def _check_folders(folders: Mapping[str, Path]) -> None:
+def _check_folders(folders: Mapping[str, Path], journal: Path | str) -> None:
     # The daemon moves files between these trees and scans the inbox recursively: a done/
     # inside the inbox would be scanned as new work, so nesting in any direction is refused.
     trees = ("inbox", "done", "failed")
@@ -321,7 +353,8 @@ def _check_folders(folders: Mapping[str, Path]) -> None:
                 second,
                 f"overlapping folders: {second} ({b}) and {first} ({a}) must not be equal or nested",
             )
-    journal = folders["journal"]
+    if isinstance(journal, str):
+        return  # a database, not a file
     if _inside(journal, folders["inbox"]):
         raise ConfigError(
             "journal", f"must not be inside the inbox ({folders['inbox']}): the watcher would see it"
@@ -520,5 +553,8 @@ def secret_values(settings: Settings) -> list[str]:
                 secrets[value] = None
     if settings.notify is not None:
         secrets.update(dict.fromkeys(settings.notify.secrets()))
+    password = database_password(settings.shared_journal or "")
+    if password:
+        secrets[password] = None
     # Longest first, so a secret that contains another is redacted whole.
     return sorted(secrets, key=len, reverse=True)

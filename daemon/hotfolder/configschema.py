@@ -127,6 +127,10 @@ def _definitions() -> dict[str, Any]:
             "anyOf": [{"type": "string", "pattern": r"^/[^\x00]*$"}, env],
             "description": "an absolute path (~ and relative paths are not expanded)",
         },
+        "database_url": {
+            "anyOf": [{"type": "string", "pattern": r"^postgres(ql)?://[^/\s]+/[^\s]+$"}, env],
+            "description": "postgresql://user@host:port/database; a password as ${NAME} or in .pgpass",
+        },
         "auto_or_duration": {
             "anyOf": [{"const": "auto"}, {"$ref": "#/$defs/duration"}],
             "description": f"auto, or a duration such as {examples}",
@@ -253,7 +257,9 @@ _SECTIONS: Mapping[str, Mapping[str, _Key]] = {
         "inbox": _Key(_ref("absolute_path"), required=True),
         "done": _Key(_ref("absolute_path"), required=True),
         "failed": _Key(_ref("absolute_path"), required=True),
-        "journal": _Key(_ref("absolute_path"), required=True),
+        "journal": _Key({"anyOf": [_ref("absolute_path"), _ref("database_url")],
+                         "description": "the SQLite journal file (an absolute path), or postgresql://user@host:port/db "
+                                        "for a journal shared by several daemons"}, required=True),
         "workers": _Key(_integer(1), default=4),
         "log_level": _Key(_choice(config.LOG_LEVELS), default="info"),
         "duplicates": _Key(_choice(config.DUPLICATE_POLICIES), default="skip"),
@@ -269,6 +275,12 @@ _SECTIONS: Mapping[str, Mapping[str, _Key]] = {
         "check_complete": _Key(_ref("boolean"), default=True),
         "incomplete_timeout": _Key(_ref("positive_duration"), default="10m"),
         "attribute_cache": _Key(_ref("auto_or_duration"), default="auto"),
+    },
+    "node": {
+        "name": _Key({**_ref("nonempty_text"),
+                      "description": "this node's name, unique per running daemon; default: the host name"}),
+        "lease": _Key(_ref("positive_duration"), default="30s"),
+        "state": _Key(_ref("absolute_path"), default="/var/lib/hotfolder"),
     },
     "retry": {
         "attempts": _Key(_integer(1), default=8),
@@ -287,7 +299,8 @@ _SECTIONS: Mapping[str, Mapping[str, _Key]] = {
 
 # The dataclass behind each section, and its fields that are not keys of that section.
 _SECTION_FIELDS: Mapping[str, tuple[type, frozenset[str]]] = {
-    "": (config.Settings, frozenset({"watch", "retry", "targets", "notify"})),
+    "": (config.Settings, frozenset({"watch", "retry", "targets", "notify", "node"})),
+    "node": (config.NodeSettings, frozenset()),
     "watch": (config.WatchSettings, frozenset()),
     "retry": (config.RetrySettings, frozenset()),
     "targets.<name>": (config.TargetSettings, frozenset({"name", "options"})),
@@ -432,6 +445,7 @@ def config_schema() -> dict[str, Any]:
     for section, description in (
         ("watch", "How the inbox is watched and when a file is ready."),
         ("retry", "How often, and how far apart, a failing file is tried again."),
+        ("node", "This daemon among several sharing one PostgreSQL journal (unused with a SQLite journal)."),
     ):
         keys = _section_keys(section)
         properties[section] = _mapping(

@@ -8,9 +8,10 @@ URLs never reach the journal) and the link locks that keep two links to one reco
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,9 +85,14 @@ class JobTools:
             remember=lambda ids: self.journal.add_vendor_ids([job.id], redact_value(dict(ids))),
         )
 
-    def link_lock(self, key: tuple[str, ...]) -> threading.Lock:
+    @contextlib.contextmanager
+    def link_lock(self, key: tuple[str, ...]) -> Iterator[None]:
+        """Held by one worker of one daemon at a time: this daemon's lock for the key, then the
+        journal's (other daemons sharing the journal; nothing more with a SQLite journal)."""
         with self._link_locks_guard:
-            return self._link_locks.setdefault(key, threading.Lock())
+            local = self._link_locks.setdefault(key, threading.Lock())
+        with local, self.journal.exclusive(key):
+            yield
 
 
 def printable(name: str) -> str:

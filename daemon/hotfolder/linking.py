@@ -23,13 +23,16 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 
 from hotfolder.errors import StepError
+from hotfolder.journal import LeaseLost
 from hotfolder.vendors.base import Ids, StepContext, Vendor
 
 LinkKey = tuple[str, ...]
-# What a parked job gets: its ids, the vendor's refusal, or None (no answer: try again).
-Answer = Ids | StepError | None
+# What a parked job gets: its ids, the vendor's refusal, LeaseLost (another daemon sharing the journal
+# may hold it now: nothing more is done with it here), or None (no answer: try again).
+Answer = Ids | StepError | LeaseLost | None
 # deliver(job id, answer, when the job began waiting on time.monotonic())
 Deliver = Callable[[int, Answer, float], None]
 
@@ -39,9 +42,14 @@ class LinkParked(Exception):
 
 
 class LinkCombiner:
-    def __init__(self, lock_for: Callable[[LinkKey], threading.Lock], deliver: Deliver) -> None:
+    def __init__(self, lock_for: Callable[[LinkKey], AbstractContextManager[None]], deliver: Deliver,
+                 confirm: Callable[[int], None] = lambda job_id: None) -> None:
         self._lock_for = lock_for
         self._deliver = deliver
+        # Across daemons sharing a journal: raises LeaseLost for a job another daemon may hold now.
+        # Asked for each job of a round once the record's lock is held; a job that is no longer ours
+        # is left out of the round and delivered its LeaseLost.
+        self._confirm = confirm
         self._guard = threading.Lock()
         self._waiting: dict[tuple[LinkKey, str], dict[int, tuple[StepContext, float]]] = {}
         self._served: set[tuple[LinkKey, str]] = set()  # slots with a server at work
@@ -76,7 +84,17 @@ class LinkCombiner:
                     self._served.discard(slot)
                     return
             with self._lock_for(key):  # other kinds of link to this record (group folders) wait too
-                self._round(list(waiting.values()), adapter)
+                held = [(ctx, since) for ctx, since in waiting.values() if self._held(ctx, since)]
+                if held:
+                    self._round(held, adapter)
+
+    def _held(self, ctx: StepContext, since: float) -> bool:
+        try:
+            self._confirm(ctx.job_id)
+        except LeaseLost as lost:
+            self._deliver(ctx.job_id, lost, since)
+            return False
+        return True
 
     def _round(self, batch: Sequence[tuple[StepContext, float]], adapter: Vendor) -> None:
         ctxs = [ctx for ctx, _ in batch]

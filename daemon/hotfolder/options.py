@@ -251,6 +251,40 @@ def absolute_path(value: object, key: str) -> Path:
     return Path(os.path.normpath(written))
 
 
+DATABASE_SCHEMES = ("postgresql", "postgres")
+
+
+def journal_location(value: object, key: str) -> Path | str:
+    """An absolute path (the SQLite journal), or a ``postgresql://user@host:port/db`` URL (the journal
+    shared by several daemons); a password may be in the URL (as ${NAME}) or in the user's .pgpass."""
+    written = nonempty_text(value, key)
+    scheme = written.partition("://")[0].lower()
+    if "://" not in written or scheme not in DATABASE_SCHEMES:
+        return absolute_path(value, key)
+    try:
+        parts = urllib.parse.urlsplit(written)
+        parts.port  # noqa: B018  (raises ValueError for a port that is not a number)
+    except ValueError:
+        raise ConfigError(key, "expected postgresql://user@host:port/database; the URL cannot be read") from None
+    if not parts.hostname or not parts.path.strip("/"):
+        raise ConfigError(key, "expected postgresql://user@host:port/database: the host and the database are needed")
+    return written
+
+
+def shown_database_url(location: str) -> str:
+    """The URL without its password, for logs and ``status``."""
+    parts = urllib.parse.urlsplit(location)
+    if parts.password is None:
+        return location
+    netloc = parts.netloc.rpartition("@")
+    user = netloc[0].partition(":")[0]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:[redacted]@{netloc[2]}"))
+
+
+def database_password(location: str) -> str | None:
+    return urllib.parse.unquote(urllib.parse.urlsplit(location).password or "") or None
+
+
 # A URL path ending like this is the vendor's API root pasted in; adapters add it themselves.
 _API_PATH = re.compile(r"/api(?:/core)?(?:/v\d+)?$")
 

@@ -35,7 +35,7 @@ from hotfolder.events import (
 )
 from hotfolder.groups import GroupFolders
 from hotfolder.jobtools import JobTools, StepResult, printable
-from hotfolder.journal import Job, JournalBackend, NewJob, StepRecord
+from hotfolder.journal import Job, JournalBackend, LeaseLost, NewJob, StepRecord
 from hotfolder.layout import LayoutError, place
 from hotfolder.leaving import Leaving, plan_destination
 from hotfolder.limits import TargetUnavailable
@@ -150,7 +150,7 @@ class Runner:
             return None  # the folder's description, read when the folder is linked; never uploaded
         return NewJob(
             target=placement.target, record=placement.record, group=placement.group, name=placement.name,
-            relpath=placement.relpath.as_posix(), size=stat.st_size, mtime_ns=stat.st_mtime_ns,
+            relpath=placement.relpath.as_posix(), size=stat.st_size, mtime_ns=stat.st_mtime_ns, seen_at=self._clock(),
         )
 
     def poke(self) -> None:
@@ -284,6 +284,9 @@ class Runner:
             driven = self.drive(job)
             handed_over = driven is None
             finished = driven is not None and driven.finished
+        except LeaseLost as lost:
+            self._drop(job.id, lost)
+            finished = True  # forget its memory-only scratch: a later claim starts from the journal
         except Exception:  # a bug must not kill the worker; the job is retried later
             log.exception("worker error", job=job.id)
             self._postpone_after_bug(job)
@@ -312,6 +315,9 @@ class Runner:
         """Run steps of ``job`` until it finishes, must wait, or the daemon stops; None when its link
         was handed to the worker serving its record (:mod:`hotfolder.linking`), which delivers it."""
         while not job.finished and not self._stopping.is_set():
+            # Before each side effect (raises LeaseLost); a file leaves the inbox only once the journal itself
+            # confirms the lease (while a shared journal is unreachable, nothing moves).
+            self.journal.check_lease(job.id, confirm=job.state in (State.TO_DONE, State.TO_FAILED))
             started = time.monotonic()
             result = self._run_step(job)
             if result is None:
@@ -336,16 +342,26 @@ class Runner:
         back to the pool; with no answer, back to the pool as it stands, to link again."""
         finished = False
         try:
+            if isinstance(answer, LeaseLost):
+                raise answer
             if answer is not None:
                 job = self.journal.get(job_id)
                 result = (StepResult(answer.outcome, ids=answer.ids) if isinstance(answer, StepError)
                           else StepResult(Outcome.success(), ids=answer))
                 job, _ = self._conclude(job, result, since)
                 finished = job.finished
+        except LeaseLost as lost:
+            self._drop(job_id, lost)
+            finished = True
         except Exception:
             log.exception("could not record a link", job=job_id)
         finally:
             self._release(job_id, finished)
+
+    def _drop(self, job_id: int, lost: LeaseLost) -> None:
+        # Another daemon sharing the journal may hold the job now: nothing more is done with it here
+        # (no side effect, no write); whoever holds it resumes at its last committed step.
+        log.warning("job dropped: this node no longer holds it", job=job_id, reason=str(lost))
 
     def _commit(self, job: Job, result: StepResult, decision: Decision) -> Job:
         step = job.state

@@ -12,13 +12,14 @@ import httpx
 import structlog
 
 from hotfolder.alerts.notifier import Alerts
+from hotfolder.alerts.outbox import OUTBOX_SUFFIX
 from hotfolder.config import Settings, TargetSettings, secret_values
 from hotfolder.errors import ConfigError
 from hotfolder.eventlog import log_event
 from hotfolder.events import ConfigReloaded, EventBus, TargetPaused, TargetResumed
 from hotfolder.glance import Glance
 from hotfolder.guard import CircuitTransport
-from hotfolder.journal import Journal
+from hotfolder.journal import Journal, JournalBackend
 from hotfolder.journal.archive_thread import ArchiveThread
 from hotfolder.limits import Circuit
 from hotfolder.liveness import Liveness
@@ -77,9 +78,31 @@ def make_client(target: TargetSettings, workers: int, circuit: Circuit | None = 
     )
 
 
+def node_file(settings: Settings, suffix: str) -> Path:
+    """A file of this daemon's own: beside its SQLite journal, or in its node's state folder when the
+    journal is shared (each node keeps its own)."""
+    if isinstance(settings.journal, Path):
+        return settings.journal.with_name(settings.journal.name + suffix)
+    return settings.node.state / f"{settings.node.name}{suffix}"
+
+
 def waiting_file(settings: Settings) -> Path:
     """Where the running daemon lists the files not ready yet, for ``hotfolder status``."""
-    return settings.journal.with_name(settings.journal.name + ".waiting.json")
+    return node_file(settings, ".waiting.json")
+
+
+def open_journal(settings: Settings, *, daemon: bool) -> JournalBackend:
+    """The journal the settings name: the SQLite file, or the PostgreSQL database shared with other nodes
+    (``daemon``: this is a running daemon, which registers as a node and holds leases)."""
+    if isinstance(settings.journal, Path):
+        return Journal(settings.journal, daemon=daemon)
+    from hotfolder.journal.postgres import PostgresJournal  # psycopg is loaded only where it is used
+
+    settings.node.state.mkdir(parents=True, exist_ok=True)
+    # A worker inside a link holds a connection for the record's lock and takes a second for its writes;
+    # the heartbeat, the watcher's intake and the archive take one each.
+    return PostgresJournal(settings.journal, node=settings.node.name, lease=settings.node.lease, daemon=daemon,
+                           pool_size=2 * settings.workers + 4)
 
 
 class Daemon:
@@ -95,7 +118,7 @@ class Daemon:
         self.notifier = notifier if notifier is not None else Notifier(environ={})
         for folder in (settings.inbox, settings.done, settings.failed):
             folder.mkdir(parents=True, exist_ok=True)
-        self.journal = Journal(settings.journal, daemon=True)
+        self.journal = open_journal(settings, daemon=True)
         if self.journal.recovered_from is not None:
             log.error("journal was damaged; moved aside and started afresh", damaged=str(self.journal.recovered_from))
         if self.journal.archive_recovered_from is not None:
@@ -123,7 +146,7 @@ class Daemon:
         if settings.notify is not None:
             for secret in secret_values(settings):  # the alerts redact with the log's redactor
                 register_secret(secret)
-            self.alerts = Alerts(settings.notify, settings.journal, settings.inbox, self.journal)
+            self.alerts = Alerts(settings.notify, node_file(settings, OUTBOX_SUFFIX), settings.inbox, self.journal)
             self.events.subscribe(self.alerts.on_event)
         self.runner = Runner(settings, self.journal, self.adapters, on_file_left_inbox=self._forget,
                              writers_checked=lambda: examiner.writer_check_off is None, cache=cache,
@@ -212,6 +235,7 @@ class Daemon:
         log.info(
             "hotfolder starting", inbox=str(self.settings.inbox), targets=sorted(self.settings.targets),
             workers=self.settings.workers, unfinished_jobs=self.journal.unfinished_count(),
+            **({"node": self.settings.node.name} if self.settings.shared_journal else {}),
         )
         if self.alerts is not None:
             self.alerts.start()  # first: it tells of an unclean stop before the work resumes

@@ -39,7 +39,7 @@ class Steps:
         self._tools = tools
         self._groups = groups
         self._leaving = leaving
-        self._combiner = LinkCombiner(tools.link_lock, deliver_link)
+        self._combiner = LinkCombiner(tools.link_lock, deliver_link, confirm=self._confirm_lease)
         # False once the watcher has found that writers cannot be detected here.
         self._writers_checked = writers_checked
 
@@ -114,20 +114,27 @@ class Steps:
         return StepResult(Outcome.success(), ids=self._tools.adapter(job).finalize(self._tools.context(job)))
 
     def link(self, job: Job) -> StepResult:
-        """Attach the uploaded file to its record: never two links to one record at once. Where the
-        vendor can link several files with one write, the link is handed over (raises LinkParked)."""
+        """Attach the uploaded file to its record: never two links to one record at once (across every
+        daemon sharing the journal), and only by the daemon that holds the job, asked of the journal
+        once the record's lock is held (the crash essay's "Several processes"). Where the vendor can
+        link several files with one write, the link is handed over (raises LinkParked)."""
         adapter = self._tools.adapter(job)
         ctx = self._tools.context(job)
         key = adapter.link_key(ctx)
         if job.group is not None and adapter.manifest_name and not resend.is_resend(job.vendor):
             with self._tools.link_lock(key):
+                self._confirm_lease(job.id)
                 ids = self._groups.link(job, adapter, ctx)
         elif adapter.combines_links(ctx):
             self._combiner.link(key, ctx, adapter)  # with the others waiting on this record
         else:
             with self._tools.link_lock(key):
+                self._confirm_lease(job.id)
                 ids = adapter.link(ctx)
         return StepResult(Outcome.success(), ids=ids)
+
+    def _confirm_lease(self, job_id: int) -> None:
+        self._tools.journal.check_lease(job_id, confirm=True)
 
     def _twin(self, job: Job) -> StepResult | None:
         candidates = self._tools.journal.possible_twins(job.target, job.record, job.id, job.size, job.digests or {})

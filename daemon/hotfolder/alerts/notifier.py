@@ -29,7 +29,7 @@ import structlog
 from hotfolder.alerts import messages
 from hotfolder.alerts.channels import Channel, DeliveryError
 from hotfolder.alerts.options import NotifySettings
-from hotfolder.alerts.outbox import KEEP_DELIVERED, NewAlert, Outbox, Run, outbox_path
+from hotfolder.alerts.outbox import KEEP_DELIVERED, NewAlert, Outbox, Run
 from hotfolder.alerts.rules import (
     AlertRules,
     Notice,
@@ -72,14 +72,14 @@ def make_channels(notify: NotifySettings) -> list[Channel]:
 
 class Alerts:
     def __init__(
-        self, notify: NotifySettings, journal_path: Path, inbox: Path, journal: JournalBackend,
+        self, notify: NotifySettings, outbox_file: Path, inbox: Path, journal: JournalBackend,
         *, clock: Callable[[], float] = time.time,
     ) -> None:
         self.notify = notify
         self.inbox = inbox
         self.journal = journal
         self.server = notify.name or socket.gethostname()
-        self.outbox_path = outbox_path(journal_path)
+        self.outbox_path = outbox_file
         self.outbox: Outbox
         self._on = False  # the outbox is open and the threads run
         self.channels = make_channels(notify)

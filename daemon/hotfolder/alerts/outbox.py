@@ -53,9 +53,12 @@ KEEP_DELIVERED = 7 * 86400.0  # delivered alerts are kept this long (to look at)
 FAILURES_KEPT = 10_000  # at most this many failures wait for one digest; older ones are only counted
 
 
+OUTBOX_SUFFIX = ".alerts.db"
+
+
 def outbox_path(journal: Path) -> Path:
-    """``journal.db`` → ``journal.db.alerts.db``: beside the journal, in the state directory."""
-    return journal.with_name(journal.name + ".alerts.db")
+    """``journal.db`` → ``journal.db.alerts.db``: beside a SQLite journal, in the state directory."""
+    return journal.with_name(journal.name + OUTBOX_SUFFIX)
 
 
 @dataclass(frozen=True)

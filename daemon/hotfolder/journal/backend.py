@@ -1,7 +1,7 @@
 """The journal as the rest of the daemon sees it: every call the runner, the service, the ``status``
 command and the archiving thread make, and what each promises. ``sqlite.Journal`` is the backend in
 use; another one (PostgreSQL, say, for several daemons on one share) implements this Protocol and is
-chosen where the service opens the journal, and the runner does not change.
+chosen where the service opens the journal (``postgres.PostgresJournal``: several daemons, one database).
 
 Words used below. *Durable*: once the call has returned, its effect survives ``kill -9`` of the
 daemon and a power cut of the machine holding the store; a call that raises has changed nothing,
@@ -13,6 +13,7 @@ same time as any other method, until ``close``. *Sees*: a read reflects every wr
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -41,8 +42,11 @@ class JournalBackend(Protocol):
     def add_jobs(self, new_jobs: Sequence[NewJob]) -> list[Job]:
         """Create a job per file and return those created, in order; a file whose ``relpath`` already
         has an unfinished job is skipped (crash rule 6, kept against every concurrent caller, including
-        another process on the same store). Durable, all or nothing: every returned job is committed
-        (rule 1). A new id is greater than any id handed out before, archived ones included (rule 7)."""
+        another process on the same store). A store shared by several daemons also skips a path whose job
+        finished at or after the file's ``seen_at`` (another daemon moved the file out after this one saw
+        it; a daemon alone forgets a file it moved out, and its watcher never hands it over again).
+        Durable, all or nothing: every returned job is committed (rule 1). A new id is greater than any
+        id handed out before, archived ones included (rule 7)."""
 
     # -- finding work --------------------------------------------------------------------------
 
@@ -62,6 +66,18 @@ class JournalBackend(Protocol):
     def unfinished_count(self) -> int:
         """How many jobs are not finished (the runner is idle at 0)."""
 
+    # -- holding a job: one node at a time (leases), one link per record at a time ------------
+
+    def check_lease(self, job_id: int, *, confirm: bool = False) -> None:
+        """Asked before each side effect of a job this daemon's worker holds: raises ``LeaseLost`` if
+        another daemon may hold it now (or soon), and then the worker drops the job untouched. With
+        ``confirm`` the store itself is asked, not only this daemon's memory. A store used by one daemon
+        only never raises."""
+
+    def exclusive(self, key: tuple[str, ...]) -> AbstractContextManager[None]:
+        """While held, no other daemon on the store holds ``key`` (the threads of one daemon keep apart by
+        their own locks). Kept for the duration of one link: links to one record never run at once."""
+
     # -- recording steps -----------------------------------------------------------------------
 
     def record(self, job_id: int, step: StepRecord) -> Job:
@@ -71,7 +87,9 @@ class JournalBackend(Protocol):
         removals, then ``vendor_update``), so ids merged meanwhile by ``add_vendor_ids`` are kept. A
         step into done, failed or gone finishes the job (``finished_at``), which is never changed
         again. ``KeyError`` if there is no such job; ``ValueError``, with nothing written, for a vendor
-        id key the store cannot hold."""
+        id key the store cannot hold; ``LeaseLost``, with nothing written, if another daemon has claimed
+        the job since this one did (fencing: a frozen daemon that wakes up cannot undo the new owner's
+        progress)."""
 
     def add_vendor_ids(self, job_ids: list[int], ids: Mapping[str, Any]) -> None:
         """Merge ``ids`` into the vendor ids of every job in ``job_ids`` (``ids`` win); durable, in one

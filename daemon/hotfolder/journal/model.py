@@ -49,6 +49,10 @@ class NewJob:
     mtime_ns: int
     state: State = State.HASH
     last_error: Mapping[str, Any] | None = None
+    # When the watcher last found the file there. A journal shared by several daemons skips the file if a
+    # job for its path finished since: another daemon moved it out meanwhile (one daemon alone is told
+    # by its own runner when a file leaves, and needs no such check).
+    seen_at: float | None = None
 
 
 @dataclass
@@ -70,3 +74,26 @@ class StepRecord:
     # Every vendor id at once (a resend sets the last send's ids aside); applied before the above.
     vendor_replace: Mapping[str, Any] | None = None
 
+
+
+class LeaseLost(Exception):
+    """This node no longer holds the job: its lease expired (the node was frozen, cut off from the
+    database, or too slow to renew) and another node may have claimed it. Nothing was written; the
+    worker drops the job without any further side effect, and whoever holds it now goes on."""
+
+    def __init__(self, job_id: int, why: str) -> None:
+        super().__init__(f"job {job_id}: {why}")
+        self.job_id = job_id
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """One daemon sharing the journal (``hotfolder status``)."""
+
+    name: str
+    host: str
+    pid: int
+    started_at: float
+    heartbeat_at: float
+    stopped_at: float | None
+    jobs_held: int

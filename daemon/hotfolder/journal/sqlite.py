@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -90,6 +92,14 @@ class Journal:
         self, *, states: tuple[State, ...] | None = None, unfinished: bool = False, limit: int = 1000
     ) -> list[Job]:
         return self._reader.run(queries.jobs, states, unfinished, limit)
+
+    # -- holding a job: one daemon per SQLite journal, so the runner's own claims are enough ---
+
+    def check_lease(self, job_id: int, *, confirm: bool = False) -> None:
+        return None
+
+    def exclusive(self, key: tuple[str, ...]) -> AbstractContextManager[None]:
+        return contextlib.nullcontext()
 
     # -- recording steps -----------------------------------------------------------------------
 

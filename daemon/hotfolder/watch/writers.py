@@ -26,6 +26,8 @@ import errno
 import fcntl
 import os
 import signal
+import socket
+import time
 from pathlib import Path
 
 WRITER_OPEN = "open by a writer"
@@ -69,13 +71,30 @@ def has_writer(path: Path) -> bool:
         os.close(fd)
 
 
+PROBE_PREFIX = ".hotfolder-lease-probe-"
+STALE_PROBE_AGE = 60.0  # seconds: a probe lives for milliseconds; an older one was left by a killed daemon
+
+
+def _remove_stale_probes(folder: Path) -> None:
+    """Probe files a daemon killed between their creation and removal left behind (any daemon's, on a
+    shared inbox: by age, not by pid, which only means something on the host that made it)."""
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.name.startswith(PROBE_PREFIX) and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(OSError):
+                    if time.time() - entry.stat(follow_symlinks=False).st_mtime > STALE_PROBE_AGE:
+                        os.unlink(entry.path)
+
+
 def lease_support(folder: Path) -> str | None:
     """None if the writer test works for files in ``folder``; else why not, for the start-up log.
 
     Probed on a file of our own, which only proves the filesystem: files other users own need
     ``CAP_LEASE`` as well, and that case is reported when a file first meets it.
     """
-    probe = folder / f".hotfolder-lease-probe-{os.getpid()}"
+    _remove_stale_probes(folder)
+    # The host in the name too: several daemons on several servers probe one shared inbox.
+    probe = folder / f"{PROBE_PREFIX}{socket.gethostname()}-{os.getpid()}"
     try:
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         os.close(fd)

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import pytest
 
 from hotfolder.errors import StepError
+from hotfolder.journal import LeaseLost
 from hotfolder.linking import Answer, LinkCombiner, LinkParked
 from hotfolder.pipeline import OutcomeKind
 from hotfolder.transfer import FileIdentity
@@ -112,3 +113,22 @@ def test_after_the_last_round_the_next_job_serves_the_record_itself() -> None:
             combiner.link(KEY, ctx(job_id), vendor)  # type: ignore[arg-type]
     assert vendor.batches == [[1], [2]]
     assert set(answers.got) == {1, 2}
+
+
+def test_a_job_whose_lease_moved_to_another_daemon_is_left_out_of_the_round() -> None:
+    """With a shared journal the round asks for each job's lease once the record is locked: a job
+    another daemon may hold now is not linked here, and is told so (its worker forgets it)."""
+    vendor, answers = SlowRecord(), Answers()
+    vendor.gate.set()
+
+    def confirm(job_id: int) -> None:
+        if job_id == 2:
+            raise LeaseLost(job_id, "its lease ended")
+
+    combiner = LinkCombiner(lambda key: threading.Lock(), answers, confirm=confirm)
+    for job_id in (1, 2):
+        with pytest.raises(LinkParked):
+            combiner.link(KEY, ctx(job_id), vendor)  # type: ignore[arg-type]
+    assert vendor.batches == [[1]]
+    (lost,) = answers.got[2]
+    assert isinstance(lost, LeaseLost)

@@ -47,7 +47,9 @@ from hotfolder.options import (
     choice,
     duration,
     found,
+    host_names,
     integer,
+    listen_address,
     patterns,
     positive_number,
     refuse,
@@ -98,6 +100,17 @@ class RetrySettings:
 
 
 @dataclass(frozen=True)
+class HttpSettings:
+    """The status page, metrics and health endpoint (off unless the config has an ``http`` section)."""
+
+    listen: tuple[str, int]  # (host, port)
+    token_file: Path | None  # None: beside the journal (http_token_file)
+    allowed_hosts: tuple[str, ...]  # Host header names accepted besides the listen address and loopback
+    stuck_after: float  # a step without progress this long makes /healthz fail
+    paused_limit: float  # a target paused this long makes /readyz fail
+
+
+@dataclass(frozen=True)
 class TargetSettings:
     name: str
     vendor: str
@@ -131,6 +144,7 @@ class Settings:
     log_level: str
     duplicates: str
     archive_after: float  # seconds after which a finished job moves to the journal's archive
+    http: HttpSettings | None = None  # None: no HTTP endpoint
 
 
 # --- ${VAR} substitution -----------------------------------------------------------------------
@@ -266,6 +280,7 @@ _TOP_KEYS = (
     "log_level",
     "duplicates",
     "archive_after",
+    "http",
 )
 
 
@@ -292,6 +307,7 @@ def parse_settings(data: object, environ: Mapping[str, str]) -> Settings:
         log_level=top.get("log_level", choice(*LOG_LEVELS), "info"),
         duplicates=top.get("duplicates", choice(*DUPLICATE_POLICIES), "skip"),
         archive_after=top.get("archive_after", duration(positive=True), "30d"),
+        http=_parse_http(top.data.get("http"), environ),
     )
 
 
@@ -351,6 +367,26 @@ def _parse_retry(data: object, environ: Mapping[str, str]) -> RetrySettings:
             f"expected at least retry.backoff ({retry.backoff:g}s), found {retry.max_backoff:g}s",
         )
     return retry
+
+
+def _parse_http(data: object, environ: Mapping[str, str]) -> HttpSettings | None:
+    if data is None:
+        return None  # absent, or every key commented out: no endpoint
+    section = _Section(data, "http", environ, ("listen", "token_file", "allowed_hosts", "stuck_after", "paused_limit"))
+    return HttpSettings(
+        listen=section.get("listen", listen_address, "127.0.0.1:8765"),
+        token_file=section.get("token_file", absolute_path),
+        allowed_hosts=section.get("allowed_hosts", host_names, ()),
+        stuck_after=section.get("stuck_after", duration(positive=True), "10m"),
+        paused_limit=section.get("paused_limit", duration(positive=True), "1h"),
+    )
+
+
+def http_token_file(settings: Settings) -> Path:
+    """Where the status page's token is kept: ``http.token_file``, else beside the journal."""
+    if settings.http is not None and settings.http.token_file is not None:
+        return settings.http.token_file
+    return settings.journal.with_name(settings.journal.name + ".http-token")
 
 
 def _parse_targets(data: object, environ: Mapping[str, str]) -> Mapping[str, TargetSettings]:

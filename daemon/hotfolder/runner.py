@@ -22,15 +22,28 @@ import structlog
 
 from hotfolder.config import Settings
 from hotfolder.errors import StepError
-from hotfolder.events import EventBus, FileDone, FileFailed, FileQueued, FileRefused, StepEnded, TargetPaused
+from hotfolder.events import (
+    BytesSent,
+    EventBus,
+    FileDone,
+    FileFailed,
+    FileQueued,
+    FileRefused,
+    StepEnded,
+    StepStarted,
+    TargetHeld,
+    TargetPaused,
+    TargetReleased,
+)
 from hotfolder.groups import GroupFolders
 from hotfolder.jobtools import JobTools, StepResult, printable
 from hotfolder.journal import Job, JournalBackend, NewJob, StepRecord
 from hotfolder.layout import LayoutError, place
 from hotfolder.leaving import Leaving, plan_destination
 from hotfolder.logsetup import redact, redact_value
-from hotfolder.pipeline import Decision, RetryPolicy, State, decide
+from hotfolder.pipeline import MOVE_STATES, Decision, RetryPolicy, State, decide
 from hotfolder.steps import Steps
+from hotfolder.transfer.progress import Meter, metering
 from hotfolder.vendors.base import RATE_LIMIT_STATUSES, Vendor
 from hotfolder.watch.mounts import AttributeCache
 
@@ -65,6 +78,9 @@ class Runner:
         self._steps = Steps(self._tools, groups, leaving, writers_checked=writers_checked).table()
         self._wake = threading.Condition()
         self._in_flight: set[int] = set()  # claimed by a worker
+        # Targets a person paused, each with the ids of its jobs set aside meanwhile (not claimed again
+        # until the target is released). Read without the lock by drive(): a stale answer costs one step.
+        self._held: dict[str, set[int]] = {}
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -149,6 +165,34 @@ class Runner:
             thread.join(max(0.0, deadline - time.monotonic()))
         self._threads.clear()
 
+    def workers_alive(self) -> int:
+        """How many worker threads are running (a health check counts them against ``workers``)."""
+        return sum(thread.is_alive() for thread in self._threads)
+
+    # -- a person's pause ----------------------------------------------------------------------
+
+    def hold(self, target: str, reason: str) -> bool:
+        """Pause ``target``: its jobs start no step but the moves to done/ and failed/ until
+        :meth:`release`. A step under way finishes first. False if it was paused already."""
+        with self._wake:
+            if target in self._held:
+                return False
+            self._held[target] = set()
+        self.events.emit(TargetHeld(target, reason))
+        return True
+
+    def release(self, target: str) -> bool:
+        """Resume a target paused by :meth:`hold`; False if it was not paused."""
+        with self._wake:
+            if self._held.pop(target, None) is None:
+                return False
+            self._wake.notify_all()
+        self.events.emit(TargetReleased(target))
+        return True
+
+    def _holds(self, job: Job) -> bool:
+        return job.target in self._held and job.state not in MOVE_STATES
+
     def idle(self) -> bool:
         """No unfinished job is left (in flight or waiting)."""
         with self._wake:
@@ -176,19 +220,23 @@ class Runner:
         """Under ``_wake``: claim the oldest ready id, or wait for a retry time or a poke."""
         while not self._stopping.is_set():
             now = self._clock()
-            ids = self.journal.ready_ids(now, 1, self._in_flight)
+            busy = self._in_flight.union(*self._held.values()) if self._held else self._in_flight
+            ids = self.journal.ready_ids(now, 1, busy)
             if ids:
                 self._in_flight.add(ids[0])
                 return ids[0]
-            wakeup = self.journal.next_wakeup(self._in_flight)
+            wakeup = self.journal.next_wakeup(busy)
             timeout = 1.0 if wakeup is None else min(max(wakeup - now, 0.01), 1.0)
             self._wake.wait(timeout)
         return None
 
-    def _release(self, job_id: int, finished: bool) -> None:
+    def _release(self, job_id: int, finished: bool, target: str | None = None) -> None:
         with self._wake:
             self._in_flight.discard(job_id)
-            if finished:
+            held = self._held.get(target) if target is not None and not finished else None
+            if held is not None:
+                held.add(job_id)  # set aside until its target is released; nobody needs waking
+            elif finished:
                 self._tools.scratch.pop(job_id, None)
             else:
                 # It waits for a retry time that sleeping workers did not know about: one of them
@@ -213,7 +261,7 @@ class Runner:
                 log.exception("worker error", job=job.id)
                 self._postpone_after_bug(job)
             finally:
-                self._release(job.id, finished)
+                self._release(job.id, finished, job.target)
 
     def _postpone_after_bug(self, job: Job) -> None:
         try:
@@ -235,9 +283,13 @@ class Runner:
     def drive(self, job: Job) -> Job:
         """Run steps of ``job`` until it finishes, must wait, or the daemon stops."""
         while not job.finished and not self._stopping.is_set():
+            if self._held and self._holds(job):
+                break  # its target was paused by a person: the job waits, set aside, for the release
             started = time.monotonic()
             step = job.state
-            result = self._run_step(job)
+            self.events.emit(StepStarted(step, job))
+            with metering(Meter(job.size, self._bytes_sent_reporter(job))):
+                result = self._run_step(job)
             decision = decide(job.state, job.attempts, result.outcome, self.policy, self._jitter())
             job = self._commit(job, result, decision)
             self._tell(step, job, result, decision, time.monotonic() - started)
@@ -275,6 +327,12 @@ class Runner:
             # the move (crash rule 5) without a commit of its own.
             record.outcome_path = plan_destination(job, self.settings.done, self._tools.source(job))
         return self.journal.record(job.id, record)
+
+    def _bytes_sent_reporter(self, job: Job) -> Callable[[int, int], None]:
+        def report(sent: int, total: int) -> None:
+            self.events.emit(BytesSent(job, sent, total))
+
+        return report
 
     def _tell(self, step: State, job: Job, result: StepResult, decision: Decision, duration: float) -> None:
         """Say what the step did (after its commit): the log, and any other subscriber, listen."""

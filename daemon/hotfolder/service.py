@@ -12,11 +12,13 @@ import structlog
 
 from hotfolder.config import Settings, TargetSettings
 from hotfolder.eventlog import log_event
-from hotfolder.events import EventBus
+from hotfolder.events import EventBus, VendorAnswered
 from hotfolder.journal import Journal
 from hotfolder.journal.archive_thread import ArchiveThread
+from hotfolder.live import LiveFileWriter, LiveState, live_file
 from hotfolder.logsetup import register_secret
 from hotfolder.runner import Runner
+from hotfolder.statusreport import waiting_file
 from hotfolder.vendors import adapter_class
 from hotfolder.vendors.base import Vendor
 from hotfolder.watch.examine import Examiner
@@ -51,21 +53,23 @@ class ApiClient(httpx.Client):
         raise ValueError("ApiClient keeps no cookies")
 
 
-def make_client(target: TargetSettings, workers: int) -> httpx.Client:
+def make_client(target: TargetSettings, workers: int, events: EventBus | None = None) -> httpx.Client:
     if not target.verify_tls:
         log.warning("TLS verification is OFF for this target (verify_tls: false)", target=target.name)
+    hooks = {}
+    if events is not None:
+        def answered(response: httpx.Response) -> None:
+            events.emit(VendorAnswered(target.name, response.status_code))
+
+        hooks["response"] = [answered]
     return ApiClient(
+        event_hooks=hooks,
         base_url=target.url,
         timeout=httpx.Timeout(target.timeout, connect=min(10.0, target.timeout)),
         verify=target.verify_tls,
         follow_redirects=False,  # a redirect could carry our token to another host
         limits=httpx.Limits(max_connections=max(workers, 4), max_keepalive_connections=max(workers, 4)),
     )
-
-
-def waiting_file(settings: Settings) -> Path:
-    """Where the running daemon lists the files not ready yet, for ``hotfolder status``."""
-    return settings.journal.with_name(settings.journal.name + ".waiting.json")
 
 
 class Daemon:
@@ -84,10 +88,22 @@ class Daemon:
             log.error("journal archive was unreadable; moved aside and started afresh: files finished before "
                       "now can no longer be recognised as twins", damaged=str(self.journal.archive_recovered_from))
         self.archiver = ArchiveThread(self.journal, settings.archive_after)
+        # What happens to files goes out as events; the log lines are their first subscriber, the live
+        # state (for `hotfolder status`, the page and the health checks) the second.
+        self.events = EventBus()
+        self.events.subscribe(log_event)
+        self.live = LiveState()
+        self.events.subscribe(self.live)
+        self.live_writer = LiveFileWriter(self.live, live_file(settings.journal))
+        self.endpoint = None
+        if settings.http is not None:
+            from hotfolder.endpoint import Endpoint  # imported late: without `http:` none of it is loaded
+
+            self.endpoint = Endpoint(settings, self.journal, self.live, self.events)
         self.clients: list[httpx.Client] = []
         adapters: dict[str, Vendor] = {}
         for name, target in settings.targets.items():
-            client = make_client(target, settings.workers)
+            client = make_client(target, settings.workers, self.events)
             self.clients.append(client)
             adapter = adapter_class(target)(target, client)
             adapter.secret_found = register_secret
@@ -98,9 +114,6 @@ class Daemon:
             # NFS (close-to-open) and SMB answer an open from the server: a settled file is looked at so.
             look_through_open=cache is not None and cache.revalidated_on_open,
         )
-        # What happens to files goes out as events; the log lines are their first subscriber.
-        self.events = EventBus()
-        self.events.subscribe(log_event)
         self.runner = Runner(settings, self.journal, adapters, on_file_left_inbox=self._forget,
                              writers_checked=lambda: examiner.writer_check_off is None, cache=cache,
                              events=self.events)
@@ -133,15 +146,21 @@ class Daemon:
             "hotfolder starting", inbox=str(self.settings.inbox), targets=sorted(self.settings.targets),
             workers=self.settings.workers, unfinished_jobs=self.journal.unfinished_count(),
         )
+        self.live_writer.start()
         self.runner.start()
         self.watcher.start()
         self.archiver.start()
+        if self.endpoint is not None:
+            self.endpoint.start(self.runner, self.watcher)
         log.info("watching", inbox=str(self.settings.inbox), mode=self.watcher.mode)
 
     def stop(self) -> None:
+        if self.endpoint is not None:
+            self.endpoint.stop()
         self.archiver.stop()
         self.watcher.stop()
         self.runner.stop()
+        self.live_writer.stop()
         for client in self.clients:
             client.close()
         self.journal.close()

@@ -62,6 +62,10 @@ class JournalBackend(Protocol):
     def unfinished_count(self) -> int:
         """How many jobs are not finished (the runner is idle at 0)."""
 
+    def oldest_unfinished(self) -> float | None:
+        """When the oldest unfinished job was created (``created_at``); None if every job is finished.
+        For the metrics and the status page (how long the oldest file has waited)."""
+
     # -- recording steps -----------------------------------------------------------------------
 
     def record(self, job_id: int, step: StepRecord) -> Job:

@@ -8,7 +8,7 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[test]'
 	touch $@
 
-.PHONY: setup demo test lint rgw netservers
+.PHONY: setup demo test lint rgw netservers browser
 setup: $(VENV)/.installed
 
 demo: setup
@@ -24,7 +24,11 @@ rgw:
 netservers:
 	@bash .ci/install-netservers || echo "samba/vsftpd/sshd/sshfs not installed: the share tests will be skipped"
 
-test: setup rgw netservers
+# Debian's headless Chromium and chromium-driver: the status page is tested in a real browser (Selenium).
+browser:
+	@bash .ci/install-browser || echo "chromium/chromium-driver not installed: the status page browser tests will be skipped"
+
+test: setup rgw netservers browser
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -n 2
 

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from hotfolder.transfer import CHUNK_SIZE
+from tests.browser import headless_chromium, missing_browser
 from tests.rgw import RGWServer, missing_binaries, start_rgw
 
 
@@ -31,6 +32,22 @@ def rgw() -> Iterator[RGWServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[object]:
+    """Debian's headless Chromium under Selenium, one per test module (a fresh profile each).
+
+    Skipped where it is not installed (run .ci/install-browser), except under CI=true: CI never skips
+    the browser tests."""
+    missing = missing_browser()
+    if missing:
+        reason = f"{' and '.join(missing)} not installed; run .ci/install-browser"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true: {reason}", pytrace=False)
+        pytest.skip(reason)
+    with headless_chromium() as driver:
+        yield driver
 
 
 # Shared by the presigned PUT and POST tests against RGW.

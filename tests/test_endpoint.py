@@ -15,34 +15,18 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from hotfolder.config import http_token_file
 from hotfolder.service import Daemon
-from tests.harness import Site, site, wait_for
+from tests.harness import Site, daemon_with_endpoint, enable_http, site, wait_for
 
 __all__ = ["site"]  # the fixture, imported for pytest
 
-HTTP = {"listen": "127.0.0.1:0"}
-
-
-def enable_http(site: Site, **http: object) -> None:
-    config = yaml.safe_load(site.config_path.read_text())
-    config["http"] = {**HTTP, **http}
-    site.config_path.write_text(yaml.safe_dump(config))
-
-
 @contextmanager
 def running(site: Site) -> Iterator[tuple[Daemon, httpx.Client]]:
-    daemon = Daemon(site.settings())
-    daemon.start()
-    assert daemon.endpoint is not None
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{daemon.endpoint.port}", timeout=10) as client:
-            yield daemon, client
-    finally:
-        daemon.stop()
+    with daemon_with_endpoint(site) as (daemon, base), httpx.Client(base_url=base, timeout=10) as client:
+        yield daemon, client
 
 
 def all_finished(site: Site, count: int) -> bool:

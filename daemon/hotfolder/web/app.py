@@ -26,7 +26,7 @@ _SECURITY_HEADERS: Headers = [
     ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
     ("X-Content-Type-Options", "nosniff"),
     ("X-Frame-Options", "DENY"),
-    ("Referrer-Policy", "no-referrer"),
+    ("Referrer-Policy", "same-origin"),  # no-referrer would make the browser send "Origin: null" on our own forms
     ("Cache-Control", "no-store"),
 ]
 

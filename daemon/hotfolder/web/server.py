@@ -7,6 +7,7 @@ event loop sleeps in ``poll`` between requests (one wake-up a second at idle, fo
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -16,6 +17,8 @@ from waitress.server import create_server
 from hotfolder.web.app import StatusApp
 
 log = structlog.get_logger("hotfolder.web")
+# "Task queue depth is 1" whenever a browser opens two connections at once: not worth a warning.
+logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 
 
 class EndpointServer:
@@ -52,12 +55,18 @@ class EndpointServer:
         except Exception:  # closing the sockets under the loop ends it with an error on some platforms
             log.debug("http server loop ended", exc_info=True)
 
+    def _close_everything(self) -> None:
+        """The listening socket and every open connection (a browser keeps one alive): the loop ends
+        when none is left."""
+        for dispatcher in list(self._server._map.values()):
+            dispatcher.close()
+
     def stop(self) -> None:
         if self._thread.is_alive():
             # Closed by the loop's own thread, woken now rather than at its next second.
-            self._server.trigger.pull_trigger(self._server.close)
+            self._server.trigger.pull_trigger(self._close_everything)
         else:
-            self._server.close()
+            self._close_everything()
         self._server.task_dispatcher.shutdown(timeout=5)
         if self._thread.is_alive():
             self._thread.join(5)

@@ -81,10 +81,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_once(args: argparse.Namespace) -> int:
     settings = _load(_config_path(args))
-    configure_logging(settings.log_level)
     from hotfolder.service import Daemon
+    from hotfolder.terminal import shown
 
-    return Daemon(settings).run_once(_stop_on_signals())
+    with shown(settings.log_level) as view:
+        daemon = Daemon(settings)
+        if view is not None:
+            view.follow(daemon.events, daemon.live)
+        return daemon.run_once(_stop_on_signals())
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -65,12 +65,16 @@ def test_metrics_after_a_known_run(site: Site) -> None:
         site.drop("rec-1", "alpha-again.pdf", sent["alpha.pdf"])  # the same bytes for the same record
         failing = b"%PDF-1.4 echo " + os.urandom(2000)
         site.drop("rec-2", "echo.pdf", failing)
-        wait_for(lambda: all_finished(site, 5), what="the twin and the failing file")
+        (site.inbox / "loose.pdf").write_bytes(b"%PDF-1.4 no target, no record")  # refused at the door
+        wait_for(lambda: all_finished(site, 6), what="the twin, the failing file and the loose one")
         samples = scrape(client)
 
     files = {labels["outcome"]: v for labels, v in samples["hotfolder_files_total"] if labels["target"] == "fulcrum"}
     assert files == {"done": 3, "duplicate": 1, "failed": 1}
-    steps = {labels["step"]: v for labels, v in samples["hotfolder_step_duration_seconds_count"]}
+    # The loose file's "target" is its own name: a label says only that it had none.
+    assert value(samples, "hotfolder_files_total", target="(unknown)", outcome="failed") == 1
+    steps = {labels["step"]: v for labels, v in samples["hotfolder_step_duration_seconds_count"]
+             if labels["target"] == "fulcrum"}
     # Every file is hashed; the twin is never uploaded; the failing one tried its link 6 times.
     assert steps["hash"] == 5 and steps["presign"] == 5 and steps["upload"] == 4 and steps["finalize"] == 4
     assert steps["link"] == 3 + 6 and steps["to_done"] == 4 and steps["to_failed"] == 1
@@ -78,7 +82,7 @@ def test_metrics_after_a_known_run(site: Site) -> None:
     assert value(samples, "hotfolder_vendor_responses_total", target="fulcrum", code="503") == 6
     uploaded = sum(len(data) for data in sent.values()) + len(failing)  # the twin's bytes never went out
     assert value(samples, "hotfolder_upload_bytes_total", target="fulcrum") == uploaded
-    assert value(samples, "hotfolder_jobs", state="done") == 4 and value(samples, "hotfolder_jobs", state="failed") == 1
+    assert value(samples, "hotfolder_jobs", state="done") == 4 and value(samples, "hotfolder_jobs", state="failed") == 2
     assert value(samples, "hotfolder_jobs", state="hash") == 0
     assert value(samples, "hotfolder_oldest_waiting_seconds") == 0
     assert value(samples, "hotfolder_target_paused", target="fulcrum") == 0
@@ -90,7 +94,7 @@ def test_metrics_after_a_known_run(site: Site) -> None:
     for name, rows in samples.items():
         for labels, _ in rows:
             for label in labels.values():
-                assert not re.search(r"rec-\d|\.pdf|alpha|echo", label), (name, labels)
+                assert not re.search(r"rec-\d|\.pdf|alpha|echo|loose", label), (name, labels)
 
 
 def test_health_turns_503_while_a_worker_hangs_and_recovers(site: Site) -> None:

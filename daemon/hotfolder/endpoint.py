@@ -7,9 +7,8 @@ rescan) and by moving files from failed/ back into the inbox, where the watcher 
 
 from __future__ import annotations
 
-import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -93,8 +92,8 @@ class Endpoint:
             metrics_content_type=CONTENT_TYPE_LATEST,
             alive=health.alive,
             ready=health.ready,
-            pause=lambda target: target in targets and (runner.hold(target, PAUSE_REASON) or True),
-            resume=lambda target: target in targets and (runner.release(target) or True),
+            pause=lambda target: _known(target, targets) and _said(runner.hold(target, PAUSE_REASON)),
+            resume=lambda target: _known(target, targets) and _said(runner.release(target)),
             rescan=lambda: _in_background(watcher.rescan, "hotfolder-rescan-now"),
             retry_job=self.retry_job,
             retry_target=self.retry_target,
@@ -124,8 +123,8 @@ class Endpoint:
 
     def retry_target(self, target: str) -> int:
         """Move every file of ``failed/<target>/`` back to the inbox; how many went."""
-        folder = _inside(self.settings.failed, target)
-        if folder is None or len(PurePosixPath(target).parts) != 1 or folder.is_symlink() or not folder.is_dir():
+        folder = _inside(self.settings.failed, target) if "/" not in target else None
+        if folder is None or folder.is_symlink() or not folder.is_dir():
             return 0
         moved = 0
         for path in outcomes.failed_files(folder):
@@ -140,7 +139,16 @@ def _inside(root: Path, relative: str) -> Path | None:
     parts = PurePosixPath(relative).parts
     if not parts or PurePosixPath(relative).is_absolute() or any(p in ("..", ".", "") for p in parts):
         return None
-    return root.joinpath(*parts) if os.sep == "/" else None
+    return root.joinpath(*parts)
+
+
+def _known(target: str, targets: Collection[str]) -> bool:
+    return target in targets
+
+
+def _said(_changed: bool) -> bool:
+    """A pause of a paused target (or a resume of a running one) is done all the same."""
+    return True
 
 
 def _in_background(work: Callable[[], None], name: str) -> None:

@@ -15,17 +15,17 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from hotfolder.events import BytesSent, Event, FileDone, FileFailed, FileRefused, StepEnded, VendorAnswered
+from hotfolder.events import BytesSent, Event, FileDone, FileFailed, StepEnded, VendorAnswered
 from hotfolder.journal import JournalBackend
 from hotfolder.live import LiveState
-from hotfolder.pipeline import STEP_ORDER, OutcomeKind, State
+from hotfolder.pipeline import OutcomeKind, State
 from hotfolder.watch.writers import WRITER_OPEN
 
 # Steps range from a local hash of a small file (milliseconds) to a large upload (minutes).
 STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 # Outcomes of a step that send it round again (the pipeline's retries).
 _RETRIED = frozenset({OutcomeKind.TRANSIENT, OutcomeKind.EXPIRED})
-_VENDOR_STEPS = frozenset(STEP_ORDER)
+UNKNOWN_TARGET = "(unknown)"
 
 
 def retry_reason(kind: OutcomeKind, status: int | None) -> str:
@@ -50,6 +50,7 @@ class Metrics:
         version: str,
         wall: Callable[[], float] = time.time,
     ) -> None:
+        self._targets = frozenset(targets)
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.files = Counter("hotfolder_files", "Files that reached an outcome, by target and outcome "
@@ -70,9 +71,14 @@ class Metrics:
                                registry=r)
         self.reload_ok.set(1)
         Gauge("hotfolder_build_info", "The running version (always 1).", ["version"], registry=r).labels(version).set(1)
-        r.register(_ScrapeTime(list(targets), journal, live, not_ready, wall))
+        r.register(_ScrapeTime(sorted(self._targets), journal, live, not_ready, wall))
         self._duplicates: set[int] = set()  # jobs found to be twins, counted as such when they are done
         self._sent: dict[int, int] = {}  # bytes counted so far per job in a step under way
+
+    def target(self, name: str) -> str:
+        """A target as a label: a configured name, or "(unknown)" for a file refused at the door (its
+        first folder, or its own name when it lies loose in the inbox, is anybody's text)."""
+        return name if name in self._targets else UNKNOWN_TARGET
 
     def config_reloaded(self, ok: bool) -> None:
         """What a reload did (issue 12's ConfigReloaded event is wired to this)."""
@@ -85,33 +91,31 @@ class Metrics:
             # Counted as they go, so a large upload shows in rate() before it ends.
             before = self._sent.get(event.job.id, 0)
             if event.sent > before:
-                self.upload_bytes.labels(event.job.target).inc(event.sent - before)
+                self.upload_bytes.labels(self.target(event.job.target)).inc(event.sent - before)
                 self._sent[event.job.id] = event.sent
         elif isinstance(event, VendorAnswered):
-            self.responses.labels(event.target, str(event.status)).inc()
+            self.responses.labels(self.target(event.target), str(event.status)).inc()
         elif isinstance(event, FileDone):
-            job = event.job
+            job, target = event.job, self.target(event.job.target)
             outcome = "duplicate" if job.id in self._duplicates else "done"
             self._duplicates.discard(job.id)
-            self.files.labels(job.target, outcome).inc()
-            self.last_success.labels(job.target).set(job.finished_at or time.time())
-        elif isinstance(event, FileFailed):
+            self.files.labels(target, outcome).inc()
+            self.last_success.labels(target).set(job.finished_at or time.time())
+        elif isinstance(event, FileFailed):  # refused files too, when they reach failed/
             self._duplicates.discard(event.job.id)
-            self.files.labels(event.job.target, "failed").inc()
-        elif isinstance(event, FileRefused):
-            pass  # counted as failed when it reaches failed/ (FileFailed)
+            self.files.labels(self.target(event.job.target), "failed").inc()
 
     def _step(self, event: StepEnded) -> None:
-        job, step = event.job, event.step
+        job, step, target = event.job, event.step, self.target(event.job.target)
         self._sent.pop(job.id, None)
-        self.step_duration.labels(job.target, step.value).observe(event.duration)
+        self.step_duration.labels(target, step.value).observe(event.duration)
         kind = event.outcome.kind
         if kind is OutcomeKind.DUPLICATE:
             self._duplicates.add(job.id)
         elif kind in _RETRIED and event.decision.state not in (State.TO_FAILED, State.GONE):
-            self.retries.labels(job.target, step.value, retry_reason(kind, event.outcome.status)).inc()
+            self.retries.labels(target, step.value, retry_reason(kind, event.outcome.status)).inc()
         if event.decision.state is State.GONE:
-            self.files.labels(job.target, "gone").inc()
+            self.files.labels(target, "gone").inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -174,11 +174,13 @@ def env_for_daemon() -> dict[str, str]:
     return env
 
 
-def hotfolder(*args: str, log: Path | None = None, **kwargs: Any) -> subprocess.Popen[bytes]:
+def hotfolder(*args: str, log: Path | None = None, env_extra: dict[str, str] | None = None,
+              **kwargs: Any) -> subprocess.Popen[bytes]:
     """Start the real command in its own process (kill tests need a process to kill)."""
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - closed by the OS when the child ends
     return subprocess.Popen(
-        [sys.executable, "-m", "hotfolder", *args], stdout=out, stderr=subprocess.STDOUT, env=env_for_daemon(),
+        [sys.executable, "-m", "hotfolder", *args], stdout=out, stderr=subprocess.STDOUT,
+        env={**env_for_daemon(), **(env_extra or {})},
         cwd=ROOT, **kwargs,
     )
 

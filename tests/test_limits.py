@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from hotfolder.errors import StepError
-from hotfolder.limits import DEFAULT_RATE_LIMIT_PAUSE, MAX_INLINE_WAIT, TargetGate
+from hotfolder.limits import (
+    CIRCUIT_FAILURES,
+    DEFAULT_RATE_LIMIT_PAUSE,
+    MAX_INLINE_WAIT,
+    Circuit,
+    TargetGate,
+    TargetUnavailable,
+)
 from hotfolder.pipeline import OutcomeKind
 from tests.harness import Site, run_once_in_process, site
 
@@ -88,3 +95,68 @@ def test_429_with_retry_after_slows_the_whole_target(site: Site) -> None:
     assert after, "the jobs went on after the pause"
     assert min(r["at"] for r in after) - limited["at"] >= 1.9
     assert len(site.attachments_on("rec-1")) == 4
+
+
+# -- the outage circuit ----------------------------------------------------------------------------
+
+
+def _circuit(fake: FakeTime) -> tuple[Circuit, list[tuple[str, float]]]:
+    said: list[tuple[str, float]] = []
+    circuit = Circuit("t", first_probe=2.0, longest_probe=5.0, probe_grace=30.0, clock=fake.clock)
+    circuit.on_pause = lambda seconds, reason: said.append(("paused", seconds))
+    circuit.on_resume = lambda paused_for: said.append(("resumed", paused_for))
+    return circuit, said
+
+
+def test_the_circuit_opens_after_failures_in_a_row_and_an_answer_in_between_resets_them() -> None:
+    fake = FakeTime()
+    circuit, said = _circuit(fake)
+    for _ in range(CIRCUIT_FAILURES - 1):
+        assert circuit.admit() is False
+        circuit.failed("HTTP 503", probe=False)
+    circuit.answered()  # a 404 or a 429 is an answer: the vendor is there
+    for _ in range(CIRCUIT_FAILURES - 1):
+        circuit.failed("ConnectError", probe=False)
+    assert not circuit.paused and said == []
+    circuit.failed("ConnectError", probe=False)
+    assert circuit.paused and said == [("paused", 2.0)]
+    with pytest.raises(TargetUnavailable) as refused:
+        circuit.admit()
+    assert refused.value.outcome.kind is OutcomeKind.PENDING and refused.value.target == "t"
+    assert "last: ConnectError" in refused.value.outcome.reason and refused.value.outcome.retry_after == 2.25
+
+
+def test_one_probe_at_growing_intervals_then_an_answer_resumes() -> None:
+    fake = FakeTime()
+    circuit, said = _circuit(fake)
+    for _ in range(CIRCUIT_FAILURES):
+        circuit.failed("HTTP 503", probe=False)
+    intervals = []
+    for _ in range(3):
+        fake.now += 1.99
+        with pytest.raises(TargetUnavailable):
+            circuit.admit()  # not yet
+        fake.now += said[-1][1] - 1.99
+        assert circuit.admit() is True  # the probe
+        with pytest.raises(TargetUnavailable):
+            circuit.admit()  # one probe at a time
+        circuit.failed("HTTP 503", probe=False)  # a request sent before the pause does not escalate
+        circuit.failed("HTTP 503", probe=True)
+        intervals.append(said[-1][1])
+    assert intervals == [4.0, 5.0, 5.0]  # doubled, up to the longest
+    fake.now += 5.0
+    assert circuit.admit() is True
+    circuit.answered()
+    assert not circuit.paused and said[-1][0] == "resumed"
+    assert circuit.admit() is False
+
+
+def test_a_probe_that_ends_without_a_verdict_lets_the_next_request_probe() -> None:
+    fake = FakeTime()
+    circuit, _said = _circuit(fake)
+    for _ in range(CIRCUIT_FAILURES):
+        circuit.failed("HTTP 503", probe=False)
+    fake.now += 2.0
+    assert circuit.admit() is True
+    circuit.probe_lost()
+    assert circuit.admit() is True

@@ -6,6 +6,7 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import structlog
@@ -216,3 +217,29 @@ def test_redact_value_walks_containers_and_keeps_types() -> None:
     assert result["Client-Secret"] == "[redacted]"
     assert result["pair"] == ("ok", "[redacted]")
     assert TOKEN not in json.dumps(result) and SIGNATURE not in json.dumps(result)
+
+
+def test_journald_lines_carry_their_priority_and_stay_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under systemd, stdout is journald's stream when JOURNAL_STREAM names its device and inode: each line
+    then starts with its sd-daemon(3) priority (debug 7, info 6, warning 4, error 3), the JSON unchanged."""
+    path = tmp_path / "journal-stream"
+    with open(path, "w") as out:
+        st = path.stat()
+        monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
+        try:
+            configure_logging("debug", json=True, stream=out)
+            log = get_logger("hotfolder.test")
+            log.debug("d")
+            log.info("i", token=TOKEN)
+            log.warning("w")
+            log.error("e")
+            monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino + 1}")  # another stream: no prefix
+            configure_logging("debug", json=True, stream=out)
+            log.info("plain")
+        finally:
+            configure_logging("warning", json=True, stream=io.StringIO())
+    lines = path.read_text().splitlines()
+    assert [line[:3] for line in lines[:4]] == ["<7>", "<6>", "<4>", "<3>"]
+    assert [json.loads(line[3:])["event"] for line in lines[:4]] == ["d", "i", "w", "e"]
+    assert TOKEN not in path.read_text()
+    assert json.loads(lines[4])["event"] == "plain"

@@ -45,6 +45,13 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
+def _reload_on_sighup() -> threading.Event:
+    """Set on SIGHUP (``systemctl reload``); the daemon's main loop re-reads the configuration."""
+    wanted = threading.Event()
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: wanted.set())
+    return wanted
+
+
 # -- commands ---------------------------------------------------------------------------------
 
 
@@ -70,12 +77,15 @@ def cmd_config_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    settings = _load(_config_path(args))
+    path = _config_path(args)
+    settings = _load(path)
     configure_logging(settings.log_level)
+    from hotfolder.notify import Notifier
     from hotfolder.service import Daemon  # imported late: check-config stays fast and light
 
-    daemon = Daemon(settings)
-    daemon.run_until(_stop_on_signals())
+    stop, reload = _stop_on_signals(), _reload_on_sighup()  # before the start: a HUP then is not fatal
+    daemon = Daemon(settings, load=lambda: _load(path), notifier=Notifier())
+    daemon.run_until(stop, reload)
     return 0
 
 
@@ -221,7 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-c", "--config", help=f"config file (default: $HOTFOLDER_CONFIG or {DEFAULT_CONFIG})")
         return p
 
-    with_config(commands.add_parser("run", help="run in the foreground until SIGTERM/SIGINT")).set_defaults(
+    with_config(commands.add_parser(
+        "run", help="run in the foreground until SIGTERM/SIGINT; SIGHUP re-reads the config")).set_defaults(
         func=cmd_run
     )
     with_config(commands.add_parser("once", help="process what is in the inbox, exit when idle")).set_defaults(

@@ -36,6 +36,14 @@ from typing import Any
 
 import yaml
 
+from hotfolder.alerts.options import (
+    EMAIL_OPTIONS,
+    NOTIFY_CHANNELS,
+    NOTIFY_OPTIONS,
+    WEBHOOK_OPTIONS,
+    NotifySettings,
+    notify_settings,
+)
 from hotfolder.errors import ConfigError
 from hotfolder.options import (
     FromEnv,
@@ -144,6 +152,7 @@ class Settings:
     log_level: str
     duplicates: str
     archive_after: float  # seconds after which a finished job moves to the journal's archive
+    notify: NotifySettings | None = None  # alerts by webhook and email (hotfolder.alerts); None: off
     http: HttpSettings | None = None  # None: no HTTP endpoint
 
 
@@ -280,6 +289,7 @@ _TOP_KEYS = (
     "log_level",
     "duplicates",
     "archive_after",
+    "notify",
     "http",
 )
 
@@ -307,6 +317,7 @@ def parse_settings(data: object, environ: Mapping[str, str]) -> Settings:
         log_level=top.get("log_level", choice(*LOG_LEVELS), "info"),
         duplicates=top.get("duplicates", choice(*DUPLICATE_POLICIES), "skip"),
         archive_after=top.get("archive_after", duration(positive=True), "30d"),
+        notify=_parse_notify(top.data.get("notify"), environ),
         http=_parse_http(top.data.get("http"), environ),
     )
 
@@ -460,6 +471,30 @@ def _parse_target(name: str, body: object, environ: Mapping[str, str]) -> Target
     )
 
 
+def _read_table(data: object, key: str, environ: Mapping[str, str], table: Mapping[str, Option]) -> dict[str, Any]:
+    section = _Section(data, key, environ, table)
+    return {name: section.option(name, option) for name, option in table.items()}
+
+
+def _parse_notify(data: object, environ: Mapping[str, str]) -> NotifySettings | None:
+    """The alerts' section (its keys are declared in hotfolder.alerts.options); absent or null: no alerts."""
+    if data is None:
+        return None
+    section = _Section(data, "notify", environ, (*NOTIFY_OPTIONS, *NOTIFY_CHANNELS))
+    common = {name: section.option(name, option) for name, option in NOTIFY_OPTIONS.items()}
+    hooks = section.data.get("webhooks")
+    if hooks is None:
+        hooks = []
+    if not isinstance(hooks, list):
+        raise refuse("notify.webhooks", "a list of webhooks, each a mapping with url", hooks)
+    webhooks = [_read_table(hook, f"notify.webhooks[{index}]", environ, WEBHOOK_OPTIONS)
+                for index, hook in enumerate(hooks)]
+    email = section.data.get("email")
+    return notify_settings(
+        common, webhooks, None if email is None else _read_table(email, "notify.email", environ, EMAIL_OPTIONS)
+    )
+
+
 # --- the file ----------------------------------------------------------------------------------
 
 
@@ -519,5 +554,7 @@ def secret_values(settings: Settings) -> list[str]:
             value = target.options.get(name)
             if option.secret and isinstance(value, str) and value:
                 secrets[value] = None
+    if settings.notify is not None:
+        secrets.update(dict.fromkeys(settings.notify.secrets()))
     # Longest first, so a secret that contains another is redacted whole.
     return sorted(secrets, key=len, reverse=True)

@@ -5,7 +5,8 @@ What it is for: an editor pointed at it (the YAML language server's
 while the file is written. ``hotfolder check-config`` stays the authority: the schema accepts
 everything check-config accepts (but a target's ``vendor`` given as ``${NAME}``: the vendor picks
 the target's keys), and refuses what can be seen one value at a time, but not the rules that span
-keys (nested folders, retry.max_backoff below retry.backoff, Visibuild's credentials), nor
+keys (nested folders, retry.max_backoff below retry.backoff, Visibuild's credentials, an SMTP
+username without its password), nor
 whether each ``${NAME}`` is set.
 
 Where each part comes from, so that nothing is written twice:
@@ -28,10 +29,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from hotfolder import config, options
+from hotfolder.alerts.options import EMAIL_OPTIONS, NOTIFY_OPTIONS, OWN_HEADERS, WEBHOOK_OPTIONS
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 
@@ -56,6 +59,10 @@ _DURATION = rf"{_NUMBER}\s*(?:ms|s|m|h|d)?"
 _SIZE = rf"(?:(?:\d+(?:\.0*)?|\.0+)\s*[bB]?|{_NUMBER}\s*[kmgKMG](?:[iI]?[bB])?)"
 _URL = r"^[hH][tT][tT][pP][sS]?://[^/?#@\s\x00-\x1f\x7f]+(?:/[^?#\s\x00-\x1f\x7f]*)?$"
 _API_PATH = r"/api(?:/core)?(?:/v\d+)?/*$"  # the vendor's API root pasted in: hotfolder adds it
+# A webhook's URL: like _URL, but a query is allowed (some receivers put their key there).
+_WEBHOOK_URL = r"^[hH][tT][tT][pP][sS]?://[^/?#@\s\x00-\x1f\x7f]+(?:[/?#][^\s\x00-\x1f\x7f]*)?$"
+_EMAIL = r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+$"
+_HEADER_NAME = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
 # A target is a folder directly under the inbox: a plain, visible, portable name.
 _TARGET_NAME = r"^(?![.\s])[^/\\\x00-\x1f\x7f-\x9f]*(?<!\s)$"
 
@@ -83,6 +90,14 @@ def _template_pattern() -> str:
     fields = "|".join(options.TEMPLATE_FIELDS)
     placeholder = rf"\{{(?:{fields})(?:[.\[!:][^{{}}]*)?\}}"
     return rf"^(?:\$\{{{_NAME}\}}|\{{\{{|\}}\}}|{placeholder}|[^{{}}])*$"
+
+
+def _any_case(words: list[str]) -> str:
+    """A pattern matching any of ``words`` whole, in any letter case (JSON Schema patterns take no flags)."""
+    def letters(word: str) -> str:
+        return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else re.escape(c) for c in word)
+
+    return "^(?:" + "|".join(letters(word) for word in words) + ")$"
 
 
 def _definitions() -> dict[str, Any]:
@@ -142,6 +157,25 @@ def _definitions() -> dict[str, Any]:
             "description": "shell-style file name patterns; a trailing / matches folders",
         },
         "free_mapping": {"type": "object", "description": "a mapping of extra fields, sent as written"},
+        "webhook_url": {
+            "anyOf": [{"type": "string", "pattern": _WEBHOOK_URL}, env],
+            "description": "an http:// or https:// URL, without credentials; a query is kept",
+        },
+        "http_headers": {
+            "type": "object",
+            "propertyNames": {"pattern": _HEADER_NAME, "not": {"pattern": _any_case(sorted(OWN_HEADERS))}},
+            "additionalProperties": {"type": "string", "pattern": r"^[^\x00-\x1f\x7f]*$"},
+            "description": "extra HTTP headers, name: value (a value written as ${NAME} is kept secret)",
+        },
+        "email_address": {
+            "anyOf": [{"type": "string", "pattern": _EMAIL}, env],
+            "description": "an email address such as ops@example.com",
+        },
+        "email_addresses": {
+            "anyOf": [{"$ref": "#/$defs/email_address"},
+                      {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/email_address"}}],
+            "description": "an email address or a list of them",
+        },
         "boolean": {"type": "boolean", "description": "true or false"},
         "positive_number": {"type": "number", "exclusiveMinimum": 0, "description": "a number greater than 0"},
     }
@@ -160,6 +194,10 @@ _PLAIN_KINDS: Mapping[str, str] = {
     "template": "template",
     "url": "url",
     "ticket": "free_mapping",
+    "webhook_url": "webhook_url",
+    "headers": "http_headers",
+    "email_address": "email_address",
+    "email_addresses": "email_addresses",
     "patterns": "patterns",
     "absolute_path": "absolute_path",
     "auto_or_duration": "auto_or_duration",
@@ -265,7 +303,7 @@ _SECTIONS: Mapping[str, Mapping[str, _Key]] = {
 
 # The dataclass behind each section, and its fields that are not keys of that section.
 _SECTION_FIELDS: Mapping[str, tuple[type, frozenset[str]]] = {
-    "": (config.Settings, frozenset({"watch", "retry", "targets", "http"})),
+    "": (config.Settings, frozenset({"watch", "retry", "targets", "notify", "http"})),
     "watch": (config.WatchSettings, frozenset()),
     "http": (config.HttpSettings, frozenset()),
     "retry": (config.RetrySettings, frozenset()),
@@ -358,6 +396,38 @@ def _json_default(value: object) -> object:
     return value
 
 
+def _table(options_table: Mapping[str, config.Option], definitions: Mapping[str, Any]) -> dict[str, Any]:
+    """A section read through an option table: each key's kind, default and secret flag."""
+    properties = {}
+    for name, option in options_table.items():
+        key = _Key(value_schema(option.parse), required=option.required, default=_json_default(option.default))
+        properties[name] = _property(key, definitions, secret=option.secret)
+    return properties
+
+
+def _notify_schema(definitions: Mapping[str, Any]) -> dict[str, Any]:
+    """``notify:`` (hotfolder.alerts.options): at least one channel, webhooks as a list."""
+    def required_of(table: Mapping[str, config.Option]) -> list[str]:
+        return [name for name, option in table.items() if option.required]
+
+    webhook = _mapping(_table(WEBHOOK_OPTIONS, definitions), required_of(WEBHOOK_OPTIONS),
+                       "One webhook: a JSON POST per alert, signed with `secret` when given.", nullable=False)
+    email = _mapping(_table(EMAIL_OPTIONS, definitions), required_of(EMAIL_OPTIONS),
+                     "Email over SMTP: a plain-text message per alert.", nullable=True)
+    properties = _table(NOTIFY_OPTIONS, definitions)
+    properties["webhooks"] = {
+        "type": ["array", "null"], "items": webhook, "description": "Webhooks to POST every alert to.",
+    }
+    properties["email"] = email
+    schema = _mapping(properties, [], "Alerts by webhook and email (off when absent).", nullable=True)
+    schema["anyOf"] = [
+        {"type": "null"},
+        {"required": ["webhooks"], "properties": {"webhooks": {"type": "array", "minItems": 1}}},
+        {"required": ["email"], "properties": {"email": {"type": "object"}}},
+    ]
+    return schema
+
+
 def config_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of the whole config file."""
     definitions = _definitions()
@@ -385,6 +455,7 @@ def config_schema() -> dict[str, Any]:
         properties[section] = _mapping(
             {name: _property(key, definitions) for name, key in keys.items()}, [], description, nullable=True
         )
+    properties["notify"] = _notify_schema(definitions)
     properties["targets"] = {
         "type": "object",
         "description": "One target per folder under the inbox (at least one); the key is the folder's name.",

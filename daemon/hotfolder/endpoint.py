@@ -8,7 +8,7 @@ rescan) and by moving files from failed/ back into the inbox, where the watcher 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -81,19 +81,18 @@ class Endpoint:
         assert http is not None
         health = Health(
             live=self._live, journal=self._journal, journal_path=self.settings.journal, inbox=self.settings.inbox,
-            workers=self.settings.workers, workers_alive=runner.workers_alive,
+            workers_missing=runner.workers_missing,
             first_rescan_done=lambda: self._first_rescan_done, stuck_after=http.stuck_after,
             paused_limit=http.paused_limit,
         )
-        targets = self.settings.targets
         controls = Controls(
             report=self.report,
             metrics=self.metrics.exposition,
             metrics_content_type=CONTENT_TYPE_LATEST,
             alive=health.alive,
             ready=health.ready,
-            pause=lambda target: _known(target, targets) and _said(runner.hold(target, PAUSE_REASON)),
-            resume=lambda target: _known(target, targets) and _said(runner.release(target)),
+            pause=lambda target: self._known(target) and _said(runner.hold(target, PAUSE_REASON)),
+            resume=lambda target: self._known(target) and _said(runner.release(target)),
             rescan=lambda: _in_background(watcher.rescan, "hotfolder-rescan-now"),
             retry_job=self.retry_job,
             retry_target=self.retry_target,
@@ -103,6 +102,14 @@ class Endpoint:
 
     def stop(self) -> None:
         self.server.stop()
+
+    def reloaded(self, settings: Settings) -> None:
+        """A reload was applied: the page and the metrics show the targets it left."""
+        self.settings = settings
+        self.metrics.targets_changed(settings.targets)
+
+    def _known(self, target: str) -> bool:
+        return target in self.settings.targets
 
     # -- the Retry buttons -----------------------------------------------------------------------
 
@@ -140,10 +147,6 @@ def _inside(root: Path, relative: str) -> Path | None:
     if not parts or PurePosixPath(relative).is_absolute() or any(p in ("..", ".", "") for p in parts):
         return None
     return root.joinpath(*parts)
-
-
-def _known(target: str, targets: Collection[str]) -> bool:
-    return target in targets
 
 
 def _said(_changed: bool) -> bool:

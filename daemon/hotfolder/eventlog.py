@@ -14,6 +14,7 @@ from typing import Any
 import structlog
 
 from hotfolder.events import (
+    ConfigReloaded,
     Event,
     FileDone,
     FileFailed,
@@ -23,6 +24,7 @@ from hotfolder.events import (
     FileWaiting,
     StepEnded,
     TargetPaused,
+    TargetResumed,
 )
 from hotfolder.jobtools import printable
 from hotfolder.logsetup import redact
@@ -30,6 +32,7 @@ from hotfolder.pipeline import OutcomeKind, State
 
 _jobs = structlog.get_logger("hotfolder.runner")
 _files = structlog.get_logger("hotfolder.watcher")
+_config = structlog.get_logger("hotfolder.config")
 _debug = logging.getLogger("hotfolder.runner")  # the stdlib logger behind ``_jobs``: its level check is cheap
 
 
@@ -52,8 +55,18 @@ def log_event(event: Event) -> None:
         said = "file incomplete; moving it to failed/" if event.incomplete else "file refused; moving it to failed/"
         _jobs.warning(said, job=event.job.id, file=printable(event.job.relpath), reason=event.reason)
     elif isinstance(event, TargetPaused):
-        _jobs.warning("target paused by the vendor's rate limit", target=event.target,
-                      seconds=round(event.seconds, 2), reason=redact(event.reason))
+        said = ("target paused: the vendor failed requests in a row; probing it" if event.cause == "outage"
+                else "target paused by the vendor's rate limit")
+        _jobs.warning(said, target=event.target, seconds=round(event.seconds, 2), reason=redact(event.reason),
+                      cause=event.cause)
+    elif isinstance(event, TargetResumed):
+        _jobs.warning("target answers again; its jobs resume", target=event.target,
+                      paused_for=round(event.paused_for, 1))
+    elif isinstance(event, ConfigReloaded):
+        if event.ok:
+            _config.info("configuration reloaded", changes=event.reason)
+        else:
+            _config.error("configuration reload refused; the running configuration stays", reason=event.reason)
     elif isinstance(event, FileWaiting):
         _files.info("file not ready yet", file=event.path, reason=event.reason)
     elif isinstance(event, FileReadyAfterWaiting):

@@ -1,7 +1,7 @@
 """What happens to files, as typed events: the seam between the daemon's work and whoever watches it.
 
 The watcher and the runner say what happened (a file waits, a job was queued, a step ended, a file
-is done or failed, a target paused) by emitting an event on the :class:`EventBus`; they never log
+is done or failed, a target paused or resumed, a reload) by emitting an event on the :class:`EventBus`; they never log
 those lines themselves, and nothing that reports on the daemon reaches into them. The log lines are
 one subscriber (:mod:`hotfolder.eventlog`); metrics, alerts and a status page subscribe the same way.
 
@@ -109,11 +109,30 @@ class FileFailed:
 
 @dataclass(frozen=True, slots=True)
 class TargetPaused:
-    """The vendor rate-limited a target (429/420): all its jobs wait this long."""
+    """All jobs of a target wait: the vendor rate-limited it (429/420, ``cause`` "rate_limit"), or it
+    failed several requests in a row (connection errors, timeouts, 5xx: ``cause`` "outage"), in which
+    case one probe request goes out after ``seconds``, and again at growing intervals while it fails."""
 
     target: str
     seconds: float
     reason: str
+    cause: str = "rate_limit"  # "rate_limit" | "outage"
+
+
+@dataclass(frozen=True, slots=True)
+class TargetResumed:
+    """A target paused for an outage answered its probe: its jobs go on."""
+
+    target: str
+    paused_for: float  # seconds since the outage pause began
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigReloaded:
+    """A reload (SIGHUP) was applied (``ok``), or refused with the old config kept (``reason`` says why)."""
+
+    ok: bool
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +152,7 @@ class TargetReleased:
 
 Event = (
     FileWaiting | FileReadyAfterWaiting | FileQueued | FileRefused | StepStarted | BytesSent | VendorAnswered
-    | StepEnded | FileDone | FileFailed | TargetPaused | TargetHeld | TargetReleased
+    | StepEnded | FileDone | FileFailed | TargetPaused | TargetResumed | ConfigReloaded | TargetHeld | TargetReleased
 )
 Subscriber = Callable[[Event], None]
 

@@ -42,8 +42,7 @@ class Health:
         journal: JournalBackend,
         journal_path: Path,
         inbox: Path,
-        workers: int,
-        workers_alive: Callable[[], int],
+        workers_missing: Callable[[], int],
         first_rescan_done: Callable[[], bool],
         stuck_after: float,
         paused_limit: float,
@@ -53,8 +52,7 @@ class Health:
         self._journal = journal
         self._journal_path = journal_path
         self._inbox = inbox
-        self._workers = workers
-        self._workers_alive = workers_alive
+        self._workers_missing = workers_missing
         self._first_rescan_done = first_rescan_done
         self._stuck_after = stuck_after
         self._paused_limit = paused_limit
@@ -62,9 +60,9 @@ class Health:
 
     def alive(self) -> Verdict:
         reasons = []
-        running = self._workers_alive()
-        if running < self._workers:
-            reasons.append(f"{self._workers - running} of {self._workers} worker threads have stopped")
+        missing = self._workers_missing()
+        if missing:
+            reasons.append(f"{missing} worker thread(s) have stopped")
         for step, quiet in self._live.stuck(self._stuck_after):
             reasons.append(f"a worker has been at step {step.step} of job {step.job} (target {step.target}) "
                            f"for {quiet:.0f}s without progress (http.stuck_after: {self._stuck_after:g}s)")

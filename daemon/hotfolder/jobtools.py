@@ -19,6 +19,7 @@ from hotfolder.config import Settings
 from hotfolder.errors import StepError
 from hotfolder.journal import Job, JournalBackend
 from hotfolder.layout import LayoutError, validate_segment
+from hotfolder.limits import TargetUnavailable
 from hotfolder.logsetup import redact_value
 from hotfolder.pipeline import Outcome, OutcomeKind
 from hotfolder.transfer import FileDigests, FileIdentity
@@ -38,6 +39,9 @@ class StepResult:
     vendor_removals: tuple[str, ...] = ()
 
 
+REMOVED_TARGET_RECHECK = 600.0  # seconds; a reload that adds the target back wakes its jobs at once
+
+
 class JobTools:
     def __init__(self, settings: Settings, journal: JournalBackend, adapters: Mapping[str, Vendor],
                  clock: Callable[[], float]) -> None:
@@ -52,8 +56,10 @@ class JobTools:
     def adapter(self, job: Job) -> Vendor:
         adapter = self.adapters.get(job.target)
         if adapter is None:
-            # The target was removed from the config while a job for it was unfinished.
-            raise StepError(OutcomeKind.PERMANENT, f"target '{job.target}' is no longer configured")
+            # The target was removed from the config (a reload) while a job for it was unfinished: the job
+            # waits in the journal; the reload that brings the target back wakes it.
+            raise TargetUnavailable(job.target, f"target '{job.target}' is not in the configuration (removed by a "
+                                    "reload?): the job waits for it to come back", REMOVED_TARGET_RECHECK)
         return adapter
 
     def source(self, job: Job) -> Path:

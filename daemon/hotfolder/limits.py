@@ -85,3 +85,109 @@ class TargetGate:
             yield
         finally:
             self._uploads.release()
+
+
+# -- the outage circuit ------------------------------------------------------------------------
+
+CIRCUIT_FAILURES = 3  # requests in a row without an answer (connection errors, timeouts, 5xx) that pause a target
+
+
+class TargetUnavailable(StepError):
+    """The target is paused for an outage (or is not configured): the job waits, no attempt spent."""
+
+    def __init__(self, target: str, reason: str, retry_after: float) -> None:
+        super().__init__(OutcomeKind.PENDING, reason, retry_after=retry_after)
+        self.target = target
+
+
+class Circuit:
+    """Stops a target's jobs from hammering a vendor that is down.
+
+    After ``CIRCUIT_FAILURES`` requests in a row failed without an answer, across all of the target's
+    jobs, the target pauses: its requests are refused here (their jobs wait, no attempt spent), except
+    one probe after ``first_probe`` seconds, then after twice as long each time the probe fails, up to
+    ``longest_probe``. Any answer (a 4xx or a 429 is an answer) closes the circuit and the jobs resume.
+    ``on_pause(seconds, reason)`` is called when the pause begins and after each failed probe,
+    ``on_resume(paused_for)`` when it ends; both outside the lock.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        first_probe: float,
+        longest_probe: float,
+        probe_grace: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self.first_probe = max(first_probe, 0.01)
+        self.longest_probe = max(longest_probe, self.first_probe)
+        self._probe_grace = probe_grace  # a probe without a verdict this long is presumed lost
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._failures = 0
+        self._last_reason = ""
+        self._opened_at: float | None = None  # None: closed, requests go through
+        self._interval = self.first_probe
+        self._next_probe_at = 0.0
+        self._probe_until = 0.0  # a probe is out until then
+        self.on_pause: Callable[[float, str], None] = lambda seconds, reason: None
+        self.on_resume: Callable[[float], None] = lambda paused_for: None
+
+    @property
+    def paused(self) -> bool:
+        return self._opened_at is not None
+
+    def admit(self) -> bool:
+        """May a request go out now? True if it is the probe; raises TargetUnavailable if it must wait."""
+        with self._lock:
+            if self._opened_at is None:
+                return False
+            now = self._clock()
+            if now >= self._next_probe_at and now >= self._probe_until:
+                self._probe_until = now + self._probe_grace
+                return True
+            wait = max(self._next_probe_at - now, 0.0) if now < self._next_probe_at else self._interval
+            reason = self._why(wait)
+        # A little after the probe: if it is answered, these jobs are woken at once anyway.
+        raise TargetUnavailable(self.name, reason, wait + 0.25)
+
+    def failed(self, reason: str, *, probe: bool) -> None:
+        """A request got no answer (connection error, timeout) or a 5xx."""
+        with self._lock:
+            now = self._clock()
+            self._last_reason = reason
+            if self._opened_at is None:
+                self._failures += 1
+                if self._failures < CIRCUIT_FAILURES:
+                    return
+                self._opened_at = now
+                self._interval = self.first_probe
+            elif probe:
+                self._interval = min(self._interval * 2, self.longest_probe)
+                self._probe_until = 0.0
+            else:
+                return  # sent before the pause began: the probe alone decides now
+            self._next_probe_at = now + self._interval
+            seconds, said = self._interval, self._why(self._interval)
+        self.on_pause(seconds, said)
+
+    def answered(self) -> None:
+        with self._lock:
+            self._failures = 0
+            opened_at, self._opened_at = self._opened_at, None
+            self._probe_until = 0.0
+            if opened_at is None:
+                return
+            paused_for = self._clock() - opened_at
+        self.on_resume(paused_for)
+
+    def probe_lost(self) -> None:
+        """The probe ended without a verdict: the next request may probe."""
+        with self._lock:
+            self._probe_until = 0.0
+
+    def _why(self, wait: float) -> str:
+        return (f"target {self.name} is paused: its vendor failed {CIRCUIT_FAILURES} requests in a row "
+                f"(last: {self._last_reason}); next probe in {wait:.0f}s")

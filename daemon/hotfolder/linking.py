@@ -1,13 +1,18 @@
-"""Links to one record, combined: the jobs waiting on a record's link lock share one read-modify-write.
+"""Links to one record, combined: the jobs waiting on a record share one read-modify-write, and no
+worker sits idle behind another's link.
 
 A record without optimistic concurrency takes one link at a time (two read-modify-writes at once
-lose one item). When a scanner drops a batch into one record folder, every worker then queues on
-that record's lock for a GET and a PUT each: with a remote vendor, the files reach the record one
-round trip pair at a time. So a worker that wants the lock says so first; the one that holds it
-links every job waiting on the same key and target in one call (``Vendor.link_many``) and leaves
-each its answer; each waiting worker, when its turn comes, takes its answer, or links itself (and
-whoever waits by then) if it has none. A shared call that fails is tried again for the holder's job
-alone, so one item the vendor refuses cannot fail the others' files.
+lose one item). When a scanner drops a batch into one record folder, the workers holding its files
+would all queue on that record for a GET and a PUT each, idle while a remote vendor answers. So the
+first job to reach a record's link becomes its *server*: it links every job waiting on the same key
+and target in one call (``Vendor.link_many``), round after round, until none waits. A job that
+arrives while a server works is *parked*: it joins the next round and its worker goes back to the
+pool for other files. Every answer, the server's own included, goes to ``deliver``, which commits
+it for that job and hands the job back to the pool (the runner's side of this room).
+
+A shared call that fails is tried again for the server's own job alone, so one item the vendor
+refuses cannot fail the others' files; the others get no answer (``deliver(id, None)``) and try
+again from the journal, where they still stand at ``link``.
 
 Nothing changes for the crash rules: each job still commits its own link result, and a link
 repeated after a crash reads the record first and finds its item there.
@@ -16,42 +21,81 @@ repeated after a crash reads the record first and finds its item there.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 
 from hotfolder.errors import StepError
 from hotfolder.vendors.base import Ids, StepContext, Vendor
 
 LinkKey = tuple[str, ...]
+# What a parked job gets: its ids, the vendor's refusal, or None (no answer: try again).
+Answer = Ids | StepError | None
+# deliver(job id, answer, when the job began waiting on time.monotonic())
+Deliver = Callable[[int, Answer, float], None]
+
+
+class LinkParked(Exception):
+    """The job's link is in another round's hands (or already delivered): its worker moves on."""
 
 
 class LinkCombiner:
-    def __init__(self, lock_for: Callable[[LinkKey], threading.Lock]) -> None:
+    def __init__(self, lock_for: Callable[[LinkKey], threading.Lock], deliver: Deliver) -> None:
         self._lock_for = lock_for
+        self._deliver = deliver
         self._guard = threading.Lock()
-        self._waiting: dict[tuple[LinkKey, str], dict[int, StepContext]] = {}
-        self._answers: dict[int, Ids] = {}
+        self._waiting: dict[tuple[LinkKey, str], dict[int, tuple[StepContext, float]]] = {}
+        self._served: set[tuple[LinkKey, str]] = set()  # slots with a server at work
 
-    def link(self, key: LinkKey, ctx: StepContext, adapter: Vendor) -> Ids:
-        """Link ``ctx`` (with whoever waits on ``key`` for the same target); its ids."""
+    def link(self, key: LinkKey, ctx: StepContext, adapter: Vendor) -> None:
+        """Hand ``ctx``'s link over; always raises :class:`LinkParked`. The answer reaches
+        ``deliver``, from this thread (it became the record's server) or from the server's."""
         slot = (key, adapter.target.name)
         with self._guard:
-            self._waiting.setdefault(slot, {})[ctx.job_id] = ctx
-        with self._lock_for(key):
+            self._waiting.setdefault(slot, {})[ctx.job_id] = (ctx, time.monotonic())
+            if slot in self._served:
+                raise LinkParked
+            self._served.add(slot)
+        try:
+            self._serve(slot, key, adapter)
+        except BaseException:
+            # A bug or an interrupt: whoever still waits tries again from the journal.
             with self._guard:
-                if ctx.job_id in self._answers:
-                    return self._answers.pop(ctx.job_id)
+                self._served.discard(slot)
+                left = self._waiting.pop(slot, {})
+            for job_id, (_, since) in left.items():
+                self._deliver(job_id, None, since)
+            raise
+        raise LinkParked
+
+    def _serve(self, slot: tuple[LinkKey, str], key: LinkKey, adapter: Vendor) -> None:
+        """Link rounds until nobody waits; the slot stays served until then (no one strands)."""
+        while True:
+            with self._guard:
                 waiting = self._waiting.pop(slot, {})
-            waiting.pop(ctx.job_id, None)
-            batch = [ctx, *waiting.values()]
-            try:
-                answers = adapter.link_many(batch)
-            except StepError:
-                if len(batch) == 1:
-                    raise
-                # The vendor may have refused one item for all: this job tries alone now, and the
-                # others, left without an answer, each on its own turn.
-                return adapter.link_many([ctx])[0]
-            with self._guard:
-                for other, ids in zip(batch[1:], answers[1:], strict=True):
-                    self._answers[other.job_id] = ids
-            return answers[0]
+                if not waiting:
+                    self._served.discard(slot)
+                    return
+            with self._lock_for(key):  # other kinds of link to this record (group folders) wait too
+                self._round(list(waiting.values()), adapter)
+
+    def _round(self, batch: Sequence[tuple[StepContext, float]], adapter: Vendor) -> None:
+        ctxs = [ctx for ctx, _ in batch]
+        try:
+            answers: Sequence[Answer] = adapter.link_many(ctxs)
+        except StepError as error:
+            # The vendor may have refused one item for all: the first tries alone now, and the
+            # others go back to the journal without an answer, each to try on its own turn.
+            answers = [error] if len(batch) == 1 else [self._alone(ctxs[0], adapter), *([None] * (len(batch) - 1))]
+        except BaseException:
+            for ctx, since in batch:
+                self._deliver(ctx.job_id, None, since)
+            raise
+        for (ctx, since), answer in zip(batch, answers, strict=True):
+            self._deliver(ctx.job_id, answer, since)
+
+    @staticmethod
+    def _alone(ctx: StepContext, adapter: Vendor) -> Answer:
+        try:
+            return adapter.link_many([ctx])[0]
+        except StepError as error:
+            return error

@@ -30,6 +30,7 @@ from hotfolder.events import (
     TargetHeld,
     TargetPaused,
     TargetReleased,
+    TargetResumed,
 )
 from hotfolder.jobtools import printable
 from hotfolder.logsetup import redact
@@ -37,6 +38,7 @@ from hotfolder.logsetup import redact
 log = structlog.get_logger("hotfolder.live")
 
 RATE_LIMIT = "rate limit"
+OUTAGE = "outage"  # the target's circuit: paused until a probe gets an answer (TargetResumed)
 BY_HAND = "by hand"
 
 
@@ -103,6 +105,11 @@ class LiveState:
             with self._lock:
                 self._paused.pop(event.target, None)
             self.changed.set()
+        elif isinstance(event, TargetResumed):
+            with self._lock:
+                if event.target in self._paused and self._paused[event.target].kind == OUTAGE:
+                    del self._paused[event.target]
+            self.changed.set()
 
     def _rate_limited(self, event: TargetPaused) -> None:
         now = self._wall()
@@ -110,9 +117,13 @@ class LiveState:
             earlier = self._paused.get(event.target)
             if earlier is not None and earlier.kind == BY_HAND:
                 return  # a person's pause outlasts the vendor's
+            ongoing = earlier is not None and (earlier.until is None or earlier.until > now)
             # A pause that runs on keeps its start, so a target limited again and again looks as long paused as it is.
-            since = earlier.since if earlier is not None and earlier.until is not None and earlier.until > now else now
-            self._paused[event.target] = Pause(RATE_LIMIT, redact(event.reason), since, now + event.seconds)
+            since = earlier.since if earlier is not None and ongoing else now
+            if event.cause == "outage":  # until a probe gets an answer, however long that takes
+                self._paused[event.target] = Pause(OUTAGE, redact(event.reason), since, None)
+            else:
+                self._paused[event.target] = Pause(RATE_LIMIT, redact(event.reason), since, now + event.seconds)
         self.changed.set()
 
     def _bytes(self, event: BytesSent) -> None:

@@ -20,6 +20,7 @@ Two kinds of scrubbing:
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import threading
@@ -251,25 +252,65 @@ def _formatter(json: bool, stream: TextIO) -> structlog.stdlib.ProcessorFormatte
     )
 
 
+# sd-daemon(3) priorities, by logging level: journald reads a "<N>" at the start of a line as its priority.
+_JOURNAL_PRIORITIES = ((logging.CRITICAL, 2), (logging.ERROR, 3), (logging.WARNING, 4), (logging.INFO, 6))
+_DEBUG_PRIORITY = 7
+
+
+class _JournalPriorityFormatter(logging.Formatter):
+    """Puts the line's priority in front of what ``inner`` makes, for journald; the line is unchanged."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self._inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        priority = next((p for level, p in _JOURNAL_PRIORITIES if record.levelno >= level), _DEBUG_PRIORITY)
+        return f"<{priority}>{self._inner.format(record)}"
+
+
+def _writes_to_journal(stream: TextIO) -> bool:
+    """Whether ``stream`` is journald's: ``JOURNAL_STREAM`` ("device:inode") names it (sd-daemon(3)).
+
+    A stream without a file descriptor cannot be compared and is taken at the variable's word."""
+    expected = os.environ.get("JOURNAL_STREAM")
+    if not expected:
+        return False
+    try:
+        st = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return True
+    return expected == f"{st.st_dev}:{st.st_ino}"
+
+
+def set_level(level: str) -> None:
+    """Change the level of the running logging (a reload), keeping its handler."""
+    numeric_level = _parse_level(level)
+    logging.getLogger().setLevel(numeric_level)
+    for name in _NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, numeric_level))
+
+
 def configure_logging(level: str = "info", *, json: bool | None = None, stream: TextIO | None = None) -> None:
     """Send structlog and stdlib logging to ``stream`` (stdout) through one redacting handler.
 
     ``json=None`` picks JSON lines unless ``stream`` is a terminal. Safe to call again:
-    the previous handler is replaced, never duplicated.
+    the previous handler is replaced, never duplicated. Under systemd, when ``stream`` is journald's
+    (``JOURNAL_STREAM``), each line starts with its priority, so ``journalctl -p warning`` filters.
     """
-    numeric_level = _parse_level(level)
     out = stream if stream is not None else sys.stdout
     use_json = not _isatty(out) if json is None else json
 
     handler = _HotfolderHandler(out)
-    handler.setFormatter(_formatter(use_json, out))
+    formatter: logging.Formatter = _formatter(use_json, out)
+    if _writes_to_journal(out):
+        formatter = _JournalPriorityFormatter(formatter)
+    handler.setFormatter(formatter)
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, _HotfolderHandler)]:
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(numeric_level)
-    for name in _NOISY_LOGGERS:
-        logging.getLogger(name).setLevel(max(logging.WARNING, numeric_level))
+    set_level(level)
 
     structlog.configure(
         processors=[

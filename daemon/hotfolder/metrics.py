@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from hotfolder.events import BytesSent, Event, FileDone, FileFailed, StepEnded, VendorAnswered
+from hotfolder.events import BytesSent, ConfigReloaded, Event, FileDone, FileFailed, StepEnded, VendorAnswered
 from hotfolder.journal import JournalBackend
 from hotfolder.live import LiveState
 from hotfolder.pipeline import OutcomeKind, State
@@ -71,7 +71,8 @@ class Metrics:
                                registry=r)
         self.reload_ok.set(1)
         Gauge("hotfolder_build_info", "The running version (always 1).", ["version"], registry=r).labels(version).set(1)
-        r.register(_ScrapeTime(sorted(self._targets), journal, live, not_ready, wall))
+        self._scrape = _ScrapeTime(sorted(self._targets), journal, live, not_ready, wall)
+        r.register(self._scrape)
         self._duplicates: set[int] = set()  # jobs found to be twins, counted as such when they are done
         self._sent: dict[int, int] = {}  # bytes counted so far per job in a step under way
 
@@ -80,9 +81,10 @@ class Metrics:
         first folder, or its own name when it lies loose in the inbox, is anybody's text)."""
         return name if name in self._targets else UNKNOWN_TARGET
 
-    def config_reloaded(self, ok: bool) -> None:
-        """What a reload did (issue 12's ConfigReloaded event is wired to this)."""
-        self.reload_ok.set(1 if ok else 0)
+    def targets_changed(self, targets: Iterable[str]) -> None:
+        """A reload added or removed targets: labels follow (counters of removed ones stay)."""
+        self._targets = frozenset(targets)
+        self._scrape.targets = sorted(self._targets)
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, StepEnded):
@@ -93,6 +95,8 @@ class Metrics:
             if event.sent > before:
                 self.upload_bytes.labels(self.target(event.job.target)).inc(event.sent - before)
                 self._sent[event.job.id] = event.sent
+        elif isinstance(event, ConfigReloaded):
+            self.reload_ok.set(1 if event.ok else 0)
         elif isinstance(event, VendorAnswered):
             self.responses.labels(self.target(event.target), str(event.status)).inc()
         elif isinstance(event, FileDone):
@@ -126,7 +130,7 @@ class _ScrapeTime(Collector):
 
     def __init__(self, targets: list[str], journal: JournalBackend, live: LiveState,
                  not_ready: Callable[[], list[str]], wall: Callable[[], float]) -> None:
-        self._targets = targets
+        self.targets = targets
         self._journal = journal
         self._live = live
         self._not_ready = not_ready
@@ -158,6 +162,6 @@ class _ScrapeTime(Collector):
         paused = GaugeMetricFamily("hotfolder_target_paused", "1 while a target is paused (by a person, or by "
                                    "the vendor's rate limit).", labels=["target"])
         now_paused = self._live.paused()
-        for target in self._targets:
+        for target in self.targets:
             paused.add_metric([target], 1 if target in now_paused else 0)
         yield paused

@@ -276,9 +276,10 @@ def absolute_path(value: object, key: str) -> Path:
 _API_PATH = re.compile(r"/api(?:/core)?(?:/v\d+)?$")
 
 
-def url(value: object, key: str) -> str:
+def http_url_parts(value: object, key: str, expected: str, credentials: str) -> urllib.parse.SplitResult:
+    """``value`` as an http(s) URL with a host and a valid port, and no user:password@ (``credentials``
+    says where they go instead); the refusals show ``expected``."""
     written = nonempty_text(value, key)
-    expected = "an http:// or https:// URL of the vendor's host, such as https://api.fulcrumapp.com"
     if any(char.isspace() or unicodedata.category(char) == "Cc" for char in written):
         raise refuse(key, expected, value)
     parts = urllib.parse.urlsplit(written)
@@ -286,13 +287,19 @@ def url(value: object, key: str) -> str:
         raise refuse(key, expected, value)
     if "@" in parts.netloc:
         # Never echoed: this is where a password would be.
-        raise ConfigError(key, "must not carry credentials (user:password@); use the target's secret keys")
-    if parts.query or parts.fragment:
-        raise refuse(key, f"{expected}, without ?query or #fragment", value)
+        raise ConfigError(key, f"must not carry credentials (user:password@); {credentials}")
     try:
         parts.port  # noqa: B018 - evaluated for its check: a bad port raises here
     except ValueError:
         raise refuse(key, f"{expected}, with a valid port", value) from None
+    return parts
+
+
+def url(value: object, key: str) -> str:
+    expected = "an http:// or https:// URL of the vendor's host, such as https://api.fulcrumapp.com"
+    parts = http_url_parts(value, key, expected, "use the target's secret keys")
+    if parts.query or parts.fragment:
+        raise refuse(key, f"{expected}, without ?query or #fragment", value)
     path = parts.path.rstrip("/")
     if _API_PATH.search(path):
         raise refuse(key, f"{expected}; hotfolder adds the API path ({path}) itself", value)

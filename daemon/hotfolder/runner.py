@@ -24,6 +24,7 @@ from hotfolder.config import Settings
 from hotfolder.errors import StepError
 from hotfolder.events import (
     BytesSent,
+    Event,
     EventBus,
     FileDone,
     FileFailed,
@@ -34,14 +35,18 @@ from hotfolder.events import (
     TargetHeld,
     TargetPaused,
     TargetReleased,
+    TargetResumed,
 )
 from hotfolder.groups import GroupFolders
 from hotfolder.jobtools import JobTools, StepResult, printable
 from hotfolder.journal import Job, JournalBackend, NewJob, StepRecord
 from hotfolder.layout import LayoutError, place
 from hotfolder.leaving import Leaving, plan_destination
+from hotfolder.limits import TargetUnavailable
+from hotfolder.linking import Answer, LinkParked
+from hotfolder.liveness import Liveness, progress
 from hotfolder.logsetup import redact, redact_value
-from hotfolder.pipeline import MOVE_STATES, Decision, RetryPolicy, State, decide
+from hotfolder.pipeline import MOVE_STATES, Decision, Outcome, OutcomeKind, RetryPolicy, State, decide
 from hotfolder.steps import Steps
 from hotfolder.transfer.progress import Meter, metering
 from hotfolder.vendors.base import RATE_LIMIT_STATUSES, Vendor
@@ -63,11 +68,13 @@ class Runner:
         writers_checked: Callable[[], bool] = lambda: True,
         cache: AttributeCache | None = None,
         events: EventBus | None = None,
+        liveness: Liveness | None = None,
     ) -> None:
         self.settings = settings
         self.journal = journal
         self.adapters = adapters
-        self.policy = RetryPolicy(settings.retry.attempts, settings.retry.backoff, settings.retry.max_backoff)
+        self.policy = _policy(settings)
+        self.liveness = liveness if liveness is not None else Liveness(stuck_after=float("inf"))
         self._clock = clock
         self._jitter = jitter
         self.events = events if events is not None else EventBus()
@@ -75,14 +82,23 @@ class Runner:
         groups = GroupFolders(self._tools)
         leaving = Leaving(self._tools, groups, on_file_left_inbox=on_file_left_inbox,
                           cache_lag=cache.settle_lag if cache is not None else 0.0)
-        self._steps = Steps(self._tools, groups, leaving, writers_checked=writers_checked).table()
+        self._steps = Steps(self._tools, groups, leaving, writers_checked=writers_checked,
+                            deliver_link=self._deliver_link).table()
         self._wake = threading.Condition()
         self._in_flight: set[int] = set()  # claimed by a worker
-        # Targets a person paused, each with the ids of its jobs set aside meanwhile (not claimed again
-        # until the target is released). Read without the lock by drive(): a stale answer costs one step.
+        # Jobs waiting for a paused or removed target, by target, and those woken since (claimed before
+        # the journal's retry times say): the target resumed, or a reload brought it back.
+        self._parked: dict[str, set[int]] = {}
+        self._woken: set[int] = set()
+        # Targets a person paused (the status page), each with the ids of its jobs set aside meanwhile (not
+        # claimed until the target is released). Read without the lock by drive(): a stale answer costs a step.
         self._held: dict[str, set[int]] = {}
+        # Jobs whose last step failed for a while (an error worth another try), by target: when the
+        # target resumes after an outage they go on at once rather than after their own backoff.
+        self._setback: dict[str, set[int]] = {}
         self._stopping = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._threads: dict[int, threading.Thread] = {}
+        self.events.subscribe(self._on_event)
 
     # -- intake --------------------------------------------------------------------------------
 
@@ -152,22 +168,52 @@ class Runner:
     # -- the pool ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        for number in range(self.settings.workers):
-            thread = threading.Thread(target=self._work, name=f"worker-{number}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        with self._wake:
+            for number in range(self.settings.workers):
+                if number not in self._threads or not self._threads[number].is_alive():
+                    thread = threading.Thread(target=self._work, args=(number,), name=f"worker-{number}", daemon=True)
+                    thread.start()
+                    self._threads[number] = thread
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stopping.set()
         self.poke()
         deadline = time.monotonic() + timeout
-        for thread in self._threads:
+        for thread in list(self._threads.values()):
             thread.join(max(0.0, deadline - time.monotonic()))
         self._threads.clear()
 
-    def workers_alive(self) -> int:
-        """How many worker threads are running (a health check counts them against ``workers``)."""
-        return sum(thread.is_alive() for thread in self._threads)
+    def reload(self, settings: Settings) -> None:
+        """Take new settings (a reload): limits, retries and workers now; jobs in flight go on.
+
+        The caller has already put the new targets' adapters into the mapping the runner was given;
+        jobs parked for a target that is there again are woken.
+        """
+        self.settings = settings
+        self._tools.settings = settings
+        self.policy = _policy(settings)
+        for name in list(self._parked):
+            if name in self.adapters:
+                self.wake_target(name)
+        self.start()  # more workers if there are more; surplus ones leave after their job
+        self.poke()
+
+    def wake_target(self, target: str) -> None:
+        with self._wake:
+            self._woken |= self._parked.pop(target, set())
+            self._wake.notify_all()
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, TargetResumed):
+            with self._wake:
+                self._woken |= self._setback.pop(event.target, set())
+            self.wake_target(event.target)
+
+    def workers_missing(self) -> int:
+        """How many of the configured worker threads are not running (a health check wants 0)."""
+        with self._wake:
+            alive = sum(thread.is_alive() for thread in self._threads.values())
+        return max(0, self.settings.workers - alive)
 
     # -- a person's pause ----------------------------------------------------------------------
 
@@ -193,12 +239,16 @@ class Runner:
     def _holds(self, job: Job) -> bool:
         return job.target in self._held and job.state not in MOVE_STATES
 
+    def in_flight_count(self) -> int:
+        with self._wake:
+            return len(self._in_flight)
+
     def idle(self) -> bool:
         """No unfinished job is left (in flight or waiting)."""
         with self._wake:
             return not self._in_flight and self.journal.unfinished_count() == 0
 
-    def _claim(self) -> Job | None:
+    def _claim(self, number: int) -> Job | None:
         """The next ready job for this worker, or None when the runner stops.
 
         The id is claimed under ``_wake`` (counted in flight, so no two workers hold the same job);
@@ -207,7 +257,7 @@ class Runner:
         files (bench/RESULTS.md), so the simpler claim stays.
         """
         with self._wake:
-            job_id = self._next_ready_id()
+            job_id = self._next_ready_id(number)
         if job_id is None:
             return None
         try:
@@ -216,11 +266,18 @@ class Runner:
             self._release(job_id, finished=False)  # back to the journal for another try
             raise
 
-    def _next_ready_id(self) -> int | None:
-        """Under ``_wake``: claim the oldest ready id, or wait for a retry time or a poke."""
-        while not self._stopping.is_set():
-            now = self._clock()
+    def _next_ready_id(self, number: int) -> int | None:
+        """Under ``_wake``: claim the oldest ready id, or wait for a retry time or a poke; None when this
+        worker is to leave (the runner stops, or a reload left fewer workers)."""
+        while not self._stopping.is_set() and number < self.settings.workers:
             busy = self._in_flight.union(*self._held.values()) if self._held else self._in_flight
+            woken = self._woken - busy
+            if woken:
+                job_id = min(woken)
+                self._woken.discard(job_id)
+                self._in_flight.add(job_id)
+                return job_id
+            now = self._clock()
             ids = self.journal.ready_ids(now, 1, busy)
             if ids:
                 self._in_flight.add(ids[0])
@@ -233,34 +290,47 @@ class Runner:
     def _release(self, job_id: int, finished: bool, target: str | None = None) -> None:
         with self._wake:
             self._in_flight.discard(job_id)
+            self._woken.discard(job_id)
             held = self._held.get(target) if target is not None and not finished else None
             if held is not None:
                 held.add(job_id)  # set aside until its target is released; nobody needs waking
             elif finished:
                 self._tools.scratch.pop(job_id, None)
+                for parked in self._parked.values():  # a handful of targets at most
+                    parked.discard(job_id)
             else:
                 # It waits for a retry time that sleeping workers did not know about: one of them
                 # recomputes its wake-up. A finished job brings no new work, so nobody is woken.
                 self._wake.notify()
 
-    def _work(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                job = self._claim()
-            except Exception:  # the journal could not be read (disk trouble): keep the worker alive
-                log.exception("worker could not read the journal")
-                self._stopping.wait(1.0)
-                continue
-            if job is None:
-                return
-            finished = False
-            try:
-                job = self.drive(job)
-                finished = job.finished
-            except Exception:  # a bug must not kill the worker; the job is retried later
-                log.exception("worker error", job=job.id)
-                self._postpone_after_bug(job)
-            finally:
+    def _work(self, number: int) -> None:
+        beat = self.liveness.heartbeat(threading.current_thread().name)
+        try:
+            while not self._stopping.is_set():
+                try:
+                    job = self._claim(number)
+                except Exception:  # the journal could not be read (disk trouble): keep the worker alive
+                    log.exception("worker could not read the journal")
+                    self._stopping.wait(1.0)
+                    continue
+                if job is None:
+                    return
+                with beat.busy():
+                    self._work_on(job)
+        finally:
+            self.liveness.retire(beat)
+
+    def _work_on(self, job: Job) -> None:
+        finished = handed_over = False
+        try:
+            driven = self.drive(job)
+            handed_over = driven is None
+            finished = driven is not None and driven.finished
+        except Exception:  # a bug must not kill the worker; the job is retried later
+            log.exception("worker error", job=job.id)
+            self._postpone_after_bug(job)
+        finally:
+            if not handed_over:  # a job whose link was handed over is released by whoever delivers it
                 self._release(job.id, finished, job.target)
 
     def _postpone_after_bug(self, job: Job) -> None:
@@ -280,22 +350,48 @@ class Runner:
 
     # -- driving one job -----------------------------------------------------------------------
 
-    def drive(self, job: Job) -> Job:
-        """Run steps of ``job`` until it finishes, must wait, or the daemon stops."""
+    def drive(self, job: Job) -> Job | None:
+        """Run steps of ``job`` until it finishes, must wait, or the daemon stops; None when its link
+        was handed to the worker serving its record (:mod:`hotfolder.linking`), which delivers it."""
         while not job.finished and not self._stopping.is_set():
             if self._held and self._holds(job):
                 break  # its target was paused by a person: the job waits, set aside, for the release
             started = time.monotonic()
-            step = job.state
-            self.events.emit(StepStarted(step, job))
+            self.events.emit(StepStarted(job.state, job))
             with metering(Meter(job.size, self._bytes_sent_reporter(job))):
                 result = self._run_step(job)
-            decision = decide(job.state, job.attempts, result.outcome, self.policy, self._jitter())
-            job = self._commit(job, result, decision)
-            self._tell(step, job, result, decision, time.monotonic() - started)
+            if result is None:
+                return None
+            job, decision = self._conclude(job, result, started)
             if decision.delay > 0:
                 break
         return job
+
+    def _conclude(self, job: Job, result: StepResult, started: float) -> tuple[Job, Decision]:
+        """Decide what the step's result means, commit it, and say so."""
+        step = job.state
+        decision = decide(step, job.attempts, result.outcome, self.policy, self._jitter())
+        job = self._commit(job, result, decision)
+        progress()
+        self._note_setback(job, result.outcome.kind is OutcomeKind.TRANSIENT and not job.finished)
+        self._tell(step, job, result, decision, time.monotonic() - started)
+        return job, decision
+
+    def _deliver_link(self, job_id: int, answer: Answer, since: float) -> None:
+        """A parked job's link answer (from the thread that linked it): commit it and give the job
+        back to the pool; with no answer, back to the pool as it stands, to link again."""
+        finished = False
+        try:
+            if answer is not None:
+                job = self.journal.get(job_id)
+                result = (StepResult(answer.outcome, ids=answer.ids) if isinstance(answer, StepError)
+                          else StepResult(Outcome.success(), ids=answer))
+                job, _ = self._conclude(job, result, since)
+                finished = job.finished
+        except Exception:
+            log.exception("could not record a link", job=job_id)
+        finally:
+            self._release(job_id, finished)
 
     def _commit(self, job: Job, result: StepResult, decision: Decision) -> Job:
         step = job.state
@@ -346,11 +442,31 @@ class Runner:
         elif decision.state is State.DONE:
             emit(FileDone(job, self._clock() - job.created_at))
 
-    def _run_step(self, job: Job) -> StepResult:
+    def _note_setback(self, job: Job, setback: bool) -> None:
+        held = self._setback.get(job.target)
+        if not setback and (held is None or job.id not in held):
+            return  # the common case: nothing to note, no lock taken
+        with self._wake:
+            if setback:
+                self._setback.setdefault(job.target, set()).add(job.id)
+            elif held is not None:
+                held.discard(job.id)
+
+    def _run_step(self, job: Job) -> StepResult | None:
         try:
             return self._steps[job.state](job)
+        except TargetUnavailable as error:
+            with self._wake:
+                self._parked.setdefault(error.target, set()).add(job.id)
+            return StepResult(error.outcome, ids=error.ids)
         except StepError as error:
             return StepResult(error.outcome, ids=error.ids)
+        except LinkParked:
+            return None
+
+
+def _policy(settings: Settings) -> RetryPolicy:
+    return RetryPolicy(settings.retry.attempts, settings.retry.backoff, settings.retry.max_backoff)
 
 
 

@@ -20,7 +20,7 @@ from hotfolder.groups import GroupFolders
 from hotfolder.jobtools import JobTools, StepResult, printable
 from hotfolder.journal import Job
 from hotfolder.leaving import Leaving
-from hotfolder.linking import LinkCombiner
+from hotfolder.linking import Deliver, LinkCombiner
 from hotfolder.pipeline import Outcome, OutcomeKind, State
 from hotfolder.transfer import hash_file
 from hotfolder.twins import Duplicate, WaitForTwin, find_twin
@@ -35,11 +35,11 @@ Handler = Callable[[Job], StepResult]
 
 class Steps:
     def __init__(self, tools: JobTools, groups: GroupFolders, leaving: Leaving, *,
-                 writers_checked: Callable[[], bool] = lambda: True) -> None:
+                 writers_checked: Callable[[], bool] = lambda: True, deliver_link: Deliver) -> None:
         self._tools = tools
         self._groups = groups
         self._leaving = leaving
-        self._combiner = LinkCombiner(tools.link_lock)
+        self._combiner = LinkCombiner(tools.link_lock, deliver_link)
         # False once the watcher has found that writers cannot be detected here.
         self._writers_checked = writers_checked
 
@@ -114,7 +114,8 @@ class Steps:
         return StepResult(Outcome.success(), ids=self._tools.adapter(job).finalize(self._tools.context(job)))
 
     def link(self, job: Job) -> StepResult:
-        """Attach the uploaded file to its record: never two links to one record at once."""
+        """Attach the uploaded file to its record: never two links to one record at once. Where the
+        vendor can link several files with one write, the link is handed over (raises LinkParked)."""
         adapter = self._tools.adapter(job)
         ctx = self._tools.context(job)
         key = adapter.link_key(ctx)
@@ -122,7 +123,7 @@ class Steps:
             with self._tools.link_lock(key):
                 ids = self._groups.link(job, adapter, ctx)
         elif adapter.combines_links(ctx):
-            ids = self._combiner.link(key, ctx, adapter)  # with the others waiting on this record
+            self._combiner.link(key, ctx, adapter)  # with the others waiting on this record
         else:
             with self._tools.link_lock(key):
                 ids = adapter.link(ctx)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import BinaryIO, cast
 
 from hotfolder.errors import StepError
+from hotfolder.liveness import progress
 from hotfolder.pipeline import OutcomeKind
 from hotfolder.transfer.progress import bytes_read
 
@@ -140,6 +141,7 @@ def iter_file(f: BinaryIO, size: int, chunk_size: int = CHUNK_SIZE) -> Iterator[
             )
         remaining -= len(data)
         bytes_read(len(data))
+        progress()  # each chunk sent is progress; a send that hangs is not (hotfolder.liveness)
         yield data
 
 

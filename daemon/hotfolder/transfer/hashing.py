@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hotfolder.liveness import progress
 from hotfolder.transfer.files import CHUNK_SIZE, FileIdentity, changed, check_unchanged, open_error, open_regular
 
 SUPPORTED_DIGESTS = ("md5", "sha256")
@@ -103,5 +104,6 @@ def _read_into_hashers(path: Path, f: Any, hashers: list[Any], size: int) -> int
         for h in hashers:
             h.update(chunk)  # hashlib releases the GIL for large updates
         total += n
+        progress()  # a read that hangs (a dead mount) stops these: hotfolder.liveness
         if total > size:
             return total

@@ -72,6 +72,7 @@ from watchdog.observers.api import BaseObserver
 
 from hotfolder.config import DEFAULT_IGNORE
 from hotfolder.events import EventBus, FileReadyAfterWaiting, FileWaiting
+from hotfolder.liveness import Liveness, progress
 from hotfolder.watch import status
 from hotfolder.watch.examine import Examiner
 from hotfolder.watch.ignore import compile_rules, kept_entries
@@ -177,9 +178,14 @@ class Watcher:
         clock: Callable[[], float] = time.monotonic,
         cache: AttributeCache | None = None,
         events: EventBus | None = None,
+        liveness: Liveness | None = None,
     ) -> None:
         self.inbox = Path(os.path.abspath(inbox))
         self._events = events if events is not None else EventBus()
+        liveness = liveness if liveness is not None else Liveness(stuck_after=float("inf"))
+        # A scan of a dead network mount hangs in lstat: these stop the watchdog pings (hotfolder.liveness).
+        self._settle_beat = liveness.heartbeat("watcher-settle")
+        self._rescan_beat = liveness.heartbeat("watcher-rescan")
         self._method = method
         self.mode: str = choose_method(method, self.inbox)
         self._settle = max(0.0, settle)
@@ -442,6 +448,7 @@ class Watcher:
         stack, folders = [top], 0
         while stack and not self._stop.is_set():
             batch, subfolders = self._scan_one(stack.pop())
+            progress()
             stack.extend(subfolders)
             folders += len(subfolders)
             if seen is not None:
@@ -479,7 +486,8 @@ class Watcher:
             reason = "overflow" if self._rescan_wanted.is_set() else "periodic"
             self._rescan_wanted.clear()
             try:
-                self._full_rescan(reason=reason)
+                with self._rescan_beat.busy():
+                    self._full_rescan(reason=reason)
             except Exception:
                 log.exception("rescan failed", inbox=self._root)
 
@@ -498,7 +506,8 @@ class Watcher:
                 reconcile, self._reconcile = self._reconcile, []
                 self._in_flight = len(incoming) + len(forgotten)
             try:
-                self._process(incoming, forgotten, reconcile)
+                with self._settle_beat.busy():
+                    self._process(incoming, forgotten, reconcile)
             except Exception:
                 log.exception("settle pass failed")
             finally:

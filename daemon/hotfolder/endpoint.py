@@ -21,6 +21,7 @@ from hotfolder.events import EventBus
 from hotfolder.health import Health
 from hotfolder.journal import JournalBackend
 from hotfolder.live import LiveState
+from hotfolder.liveness import Liveness
 from hotfolder.logsetup import register_secret
 from hotfolder.metrics import Metrics
 from hotfolder.pipeline import State
@@ -74,14 +75,14 @@ class Endpoint:
     def report(self) -> dict[str, Any]:
         return build_report(self.settings, self._journal, self._live.snapshot(), not_ready(waiting_file(self.settings)))
 
-    def start(self, runner: Runner, watcher: Watcher) -> None:
+    def start(self, runner: Runner, watcher: Watcher, liveness: Liveness) -> None:
         """After the watcher's first rescan: the endpoint answers from then on."""
         self._first_rescan_done = True
         http = self.settings.http
         assert http is not None
         health = Health(
             live=self._live, journal=self._journal, journal_path=self.settings.journal, inbox=self.settings.inbox,
-            workers_missing=runner.workers_missing,
+            workers_missing=runner.workers_missing, stuck_threads=liveness.stuck,
             first_rescan_done=lambda: self._first_rescan_done, stuck_after=http.stuck_after,
             paused_limit=http.paused_limit,
         )

@@ -1,7 +1,8 @@
 """``/healthz`` (is it alive?) and ``/readyz`` (is it doing its job?): each a verdict with reasons.
 
 Alive: every worker thread runs, no step has gone without a sign of life (its start, bytes going out)
-for longer than ``stuck_after``, and the journal answers and its folder can be written. A step held up by
+for longer than ``http.stuck_after``, no thread is stuck by the watchdog's measure (``hotfolder.liveness``:
+the watcher's threads too), and the journal answers and its folder can be written. A step held up by
 a vendor that does not answer is what a hung worker looks like from outside: a restart is the remedy a
 supervisor can apply, so it makes the daemon not alive.
 
@@ -43,6 +44,7 @@ class Health:
         journal_path: Path,
         inbox: Path,
         workers_missing: Callable[[], int],
+        stuck_threads: Callable[[], list[tuple[str, float]]] = list,
         first_rescan_done: Callable[[], bool],
         stuck_after: float,
         paused_limit: float,
@@ -53,6 +55,7 @@ class Health:
         self._journal_path = journal_path
         self._inbox = inbox
         self._workers_missing = workers_missing
+        self._stuck_threads = stuck_threads
         self._first_rescan_done = first_rescan_done
         self._stuck_after = stuck_after
         self._paused_limit = paused_limit
@@ -66,6 +69,8 @@ class Health:
         for step, quiet in self._live.stuck(self._stuck_after):
             reasons.append(f"a worker has been at step {step.step} of job {step.job} (target {step.target}) "
                            f"for {quiet:.0f}s without progress (http.stuck_after: {self._stuck_after:g}s)")
+        for name, quiet in self._stuck_threads():  # the watchdog's view (hotfolder.liveness): the watcher too
+            reasons.append(f"thread {name} has been busy without progress for {quiet:.0f}s")
         reasons.extend(self._journal_trouble())
         return _verdict(reasons)
 

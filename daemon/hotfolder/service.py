@@ -237,7 +237,7 @@ class Daemon:
         self.watcher.start()
         self.archiver.start()
         if self.endpoint is not None:
-            self.endpoint.start(self.runner, self.watcher)
+            self.endpoint.start(self.runner, self.watcher, self.liveness)
         log.info("watching", inbox=str(self.settings.inbox), mode=self.watcher.mode)
         self.pulse.start()
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 import os
 import re
 import stat
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from hotfolder.config import http_token_file
@@ -175,3 +177,55 @@ def test_beyond_loopback_every_path_needs_the_token(site: Site, tmp_path: Path) 
         assert client.get("/metrics", headers={**host, "Authorization": f"Bearer {token}"}).status_code == 200
         # 127.0.0.1 is not a name this endpoint was given: only the allowed names are.
         assert client.get("/metrics", headers={"Authorization": f"Bearer {token}"}).status_code == 421
+
+
+def log_in(client: httpx.Client, daemon: Daemon) -> str:
+    """Trade the token for the cookie as the page's form does; the page's CSRF token."""
+    assert daemon.endpoint is not None
+    origin = {"Origin": f"http://127.0.0.1:{daemon.endpoint.port}"}
+    token = http_token_file(daemon.settings).read_text().strip()
+    assert client.post("/login", data={"token": token}, headers=origin).status_code == 303
+    found = re.search(r'name="csrf" value="([0-9a-f]+)"', client.get("/").text)
+    assert found is not None
+    return found[1]
+
+
+def press(client: httpx.Client, daemon: Daemon, action: str, csrf: str, **fields: str) -> httpx.Response:
+    assert daemon.endpoint is not None
+    return client.post(f"/action/{action}", data={"csrf": csrf, **fields},
+                       headers={"Origin": f"http://127.0.0.1:{daemon.endpoint.port}"})
+
+
+def test_retry_all_of_a_target_and_rescan_now(site: Site) -> None:
+    """Two files refused by the vendor go back together and end in done/; a new file the watcher would not
+    see for an hour (polling every hour) is found by Rescan now."""
+    enable_http(site)
+    config = yaml.safe_load(site.config_path.read_text())
+    config["watch"].update({"method": "polling", "poll_interval": "1h", "rescan": "1h"})
+    site.config_path.write_text(yaml.safe_dump(config))
+    site.sandbox.add_fault("PUT", r"^/api/v2/records/rec-2\.json$", status=422, count=2, body='{"error": "locked"}')
+    for name in ("a.pdf", "b.pdf"):
+        site.drop("rec-2", name, b"%PDF-1.4 " + name.encode() + os.urandom(100))
+    with running(site) as (daemon, client):
+        wait_for(lambda: all_finished(site, 2), what="the two failures")
+        assert sorted(p.name for p in (site.failed / "fulcrum" / "rec-2").iterdir()) == [
+            "a.pdf", "a.pdf.error.json", "b.pdf", "b.pdf.error.json"]
+        csrf = log_in(client, daemon)
+        assert press(client, daemon, "retry-target", csrf, target="fulcrum").headers["location"] == "/?note=retried"
+        assert list((site.failed / "fulcrum" / "rec-2").iterdir()) == []  # sidecars gone with them
+        assert sorted(p.name for p in (site.inbox / "fulcrum" / "rec-2").iterdir()) == ["a.pdf", "b.pdf"]
+        # Polling every hour: a new file is found only by the rescan the button starts (and so are the
+        # retried ones, which a poll every few seconds would find by itself).
+        site.drop("rec-1", "new.pdf", b"%PDF-1.4 new")
+        time.sleep(1.5)
+        assert not any(job.name == "new.pdf" for job in site.jobs())
+        assert press(client, daemon, "rescan", csrf).headers["location"] == "/?note=rescan"
+        wait_for(lambda: all_finished(site, 5), what="the retried files and the one the rescan found")
+        assert sorted(p.name for p in (site.done / "fulcrum" / "rec-2").iterdir()) == ["a.pdf", "b.pdf"]
+        assert len(site.attachments_on("rec-2")) == 2
+        assert (site.done / "fulcrum" / "rec-1" / "new.pdf").exists()
+        # A Retry of a job whose file is no longer in failed/ says so, and moves nothing.
+        first = min(job.id for job in site.jobs())
+        assert press(client, daemon, "retry", csrf, job=str(first)).headers["location"] == "/?note=retry-gone"
+        assert press(client, daemon, "retry-target", csrf, target="../done").headers["location"] == (
+            "/?note=retry-gone")

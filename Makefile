@@ -8,7 +8,7 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[test]'
 	touch $@
 
-.PHONY: setup demo test lint rgw netservers systemd postgres
+.PHONY: setup demo test lint rgw netservers systemd postgres browser
 setup: $(VENV)/.installed
 
 demo: setup
@@ -35,7 +35,11 @@ systemd:
 postgres:
 	@bash .ci/install-postgres || echo "postgresql not installed: the PostgreSQL journal tests will be skipped"
 
-test: setup rgw netservers systemd postgres
+# Debian's headless Chromium and chromium-driver: the status page is tested in a real browser (Selenium).
+browser:
+	@bash .ci/install-browser || echo "chromium/chromium-driver not installed: the status page browser tests will be skipped"
+
+test: setup rgw netservers systemd postgres browser
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -n 2
 

@@ -360,6 +360,7 @@ def write_config(
     log_level: str = "info",
     duplicates: str = "skip",
     watch_extra: dict[str, Any] | None = None,
+    http: dict[str, Any] | None = None,
 ) -> Path:
     """A config file beside ``root``'s inbox/done/failed/journal.db; returns its path."""
     config = {
@@ -375,6 +376,8 @@ def write_config(
         "retry": {"attempts": 3, "backoff": "1s", "max_backoff": "5s"},
         "targets": {name: dict(target) for name, target in targets.items()},
     }
+    if http is not None:
+        config["http"] = http  # the status page and metrics endpoint (off when absent)
     root.mkdir(parents=True, exist_ok=True)
     path = root / "config.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -553,3 +556,15 @@ if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "serve-sandbox":
         raise SystemExit(serve_sandbox(sys.argv[2:]))
     raise SystemExit("usage: python bench/common.py serve-sandbox --data DIR [--inbox DIR] [--records-file F]")
+
+
+ENDPOINT_CHOICES = {"off": (False,), "on": (True,), "both": (False, True)}
+ENDPOINT_ON: dict[str, Any] = {"listen": "127.0.0.1:0"}
+
+
+def endpoint_url(events: Iterable[Mapping[str, Any]]) -> str | None:
+    """The endpoint's base URL, from the daemon's log line that announces it."""
+    for event in events:
+        if event.get("event") == "status page and metrics":
+            return str(event["url"]).rstrip("/")
+    return None

@@ -2,6 +2,7 @@
 
     python bench/memory.py                            # 1 MB, 100 MB, 256 MB
     python bench/memory.py --sizes 1MB,100MB,1GiB     # the issue's sizes
+    python bench/memory.py --endpoint both            # each with the HTTP endpoint off and on, side by side
 
 For every (style, size): a fresh site, ``python -m hotfolder once`` uploading one file, and the peak RSS
 of the daemon process alone (``VmHWM`` sampled while it runs, ``ru_maxrss`` from ``wait4`` at exit;
@@ -23,6 +24,8 @@ import argparse
 from pathlib import Path
 
 from common import (
+    ENDPOINT_CHOICES,
+    ENDPOINT_ON,
     GIB,
     MIB,
     DaemonProcess,
@@ -48,13 +51,14 @@ STYLES: dict[str, tuple[str, str, str, dict[str, str]]] = {
 }
 
 
-def measure(root: Path, url: str, style: str, size: int, index: int) -> tuple[int, float]:
+def measure(root: Path, url: str, style: str, size: int, index: int, endpoint: bool) -> tuple[int, float]:
     """(peak RSS bytes, upload step seconds) of one ``hotfolder once``."""
     target, folder, name, overrides = STYLES[style]
     site = root / f"site-{index}"
     config = write_config(
         site, {target: demo_target(url, target, timeout="10m", **overrides)}, settle="200ms", workers=4,
         log_level="debug",  # per-step lines ("step done") are debug
+        http=ENDPOINT_ON if endpoint else None,
     )
     write_file(site / "inbox" / target / folder / f"{index}-{name}", size)
     daemon = DaemonProcess("once", config, site / "daemon.log", sample_interval=0.02)
@@ -71,25 +75,29 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=parse_sizes, default=parse_sizes("1MB,100MB,256MB"),
                         help="comma-separated sizes (default 1MB,100MB,256MB; the issue: 1MB,100MB,1GiB)")
+    parser.add_argument("--endpoint", choices=sorted(ENDPOINT_CHOICES), default="off",
+                        help="the HTTP endpoint (status page, /metrics) off, on, or both side by side")
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
 
-    peaks: dict[str, list[tuple[int, int, float]]] = {style: [] for style in STYLES}
+    variants = [(style, on) for style in STYLES for on in ENDPOINT_CHOICES[args.endpoint]]
+    peaks: dict[tuple[str, bool], list[tuple[int, int, float]]] = {variant: [] for variant in variants}
     # One simulator for all runs: EspoCRM's own upload limit raised so 1 GiB inline is accepted.
     with workdir("memory", args.keep) as root, SandboxProcess(
         root / "sim", inbox=root / "seed-inbox", espocrm_max_upload=4 * GIB
     ) as sandbox:
         index = 0
-        for style in STYLES:
-            for size in args.sizes:
-                peak, upload = measure(root, sandbox.url, style, size, index)
+        for size in args.sizes:
+            for style, on in variants:  # off and on one after the other, so they meet the same machine
+                peak, upload = measure(root, sandbox.url, style, size, index, on)
                 index += 1
-                peaks[style].append((size, peak, upload))
-                print(f"{style:30} {human_size(size):>9}: peak RSS {peak / MIB:6.1f} MiB "
-                      f"(upload step {upload:.2f} s)", flush=True)
+                peaks[(style, on)].append((size, peak, upload))
+                print(f"{style:30} {human_size(size):>9} endpoint {'on ' if on else 'off'}: peak RSS "
+                      f"{peak / MIB:6.1f} MiB (upload step {upload:.2f} s)", flush=True)
 
     report = Report("daemon peak RSS by upload style and file size")
-    for style, rows in peaks.items():
+    for (style_name, on), rows in peaks.items():
+        style = f"{style_name}, endpoint {'on' if on else 'off'}" if args.endpoint == "both" else style_name
         highest = max(peak for _, peak, _ in rows)
         spread = highest - min(peak for _, peak, _ in rows)
         values = ", ".join(f"{human_size(size)}: {peak / MIB:.1f}" for size, peak, _ in rows)

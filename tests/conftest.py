@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from hotfolder.transfer import CHUNK_SIZE
+from tests.browser import headless_chromium, missing_browser
 from tests.postgres import PostgresServer, missing_reason, start_postgres
 from tests.rgw import RGWServer, missing_binaries, start_rgw
 
@@ -32,6 +33,21 @@ def rgw() -> Iterator[RGWServer]:
         yield server
     finally:
         server.stop()
+
+
+
+
+# Shared by the presigned PUT and POST tests against RGW.
+@pytest.fixture
+def client() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=30) as c:
+        yield c
+
+@pytest.fixture
+def photo(tmp_path: Path) -> Path:
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(os.urandom(3 * CHUNK_SIZE + 1234))  # several chunks, not a multiple of one
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -59,14 +75,17 @@ def pg_url(postgres: PostgresServer) -> str:
     return postgres.url(postgres.create_database())
 
 
-# Shared by the presigned PUT and POST tests against RGW.
-@pytest.fixture
-def client() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=30) as c:
-        yield c
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[object]:
+    """Debian's headless Chromium under Selenium, one per test module (a fresh profile each).
 
-@pytest.fixture
-def photo(tmp_path: Path) -> Path:
-    path = tmp_path / "photo.jpg"
-    path.write_bytes(os.urandom(3 * CHUNK_SIZE + 1234))  # several chunks, not a multiple of one
-    return path
+    Skipped where it is not installed (run .ci/install-browser), except under CI=true: CI never skips
+    the browser tests."""
+    missing = missing_browser()
+    if missing:
+        reason = f"{' and '.join(missing)} not installed; run .ci/install-browser"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true: {reason}", pytrace=False)
+        pytest.skip(reason)
+    with headless_chromium() as driver:
+        yield driver

@@ -144,6 +144,27 @@ def rewrite_once_sent(site: Site, path: Path, new_bytes: bytes, sent: Callable[[
         daemon.stop()
 
 
+def enable_http(site: Site, **http: object) -> None:
+    """Give the site's config an ``http`` section (on a free port of 127.0.0.1 unless ``listen`` says)."""
+    config = yaml.safe_load(site.config_path.read_text())
+    config["http"] = {"listen": "127.0.0.1:0", **http}
+    site.config_path.write_text(yaml.safe_dump(config))
+
+
+@contextmanager
+def daemon_with_endpoint(site: Site) -> Iterator[tuple[Any, str]]:
+    """The daemon in this process with its HTTP endpoint up; yields it and the endpoint's base URL."""
+    from hotfolder.service import Daemon
+
+    daemon = Daemon(site.settings())
+    daemon.start()
+    assert daemon.endpoint is not None, "enable_http(site) first"
+    try:
+        yield daemon, f"http://127.0.0.1:{daemon.endpoint.port}"
+    finally:
+        daemon.stop()
+
+
 def env_for_daemon() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
     env["FULCRUM_TOKEN"] = TOKEN

@@ -141,14 +141,16 @@ def test_sections_match_the_settings_dataclasses() -> None:
     assert list(properties) == [field for field in config.Settings.__dataclass_fields__]
     assert set(properties["watch"]["properties"]) == set(config.WatchSettings.__dataclass_fields__)
     assert set(properties["retry"]["properties"]) == set(config.RetrySettings.__dataclass_fields__)
+    assert set(properties["http"]["properties"]) == set(config.HttpSettings.__dataclass_fields__)
 
 
 def test_section_defaults_are_what_check_config_fills_in() -> None:
-    settings = parse_settings(base(), ENV)
+    settings = parse_settings({**base(), "http": {}}, ENV)  # an empty http section: the endpoint with defaults
     data = base()
-    for section in ("watch", "retry"):
+    for section in ("watch", "retry", "http"):
         data[section] = {
             name: prop["default"] for name, prop in SCHEMA["properties"][section]["properties"].items()
+            if "default" in prop  # http.token_file has none: beside the journal
         }
     for name, prop in SCHEMA["properties"].items():
         if "default" in prop:
@@ -172,7 +174,7 @@ def test_an_unknown_parser_fails_the_build() -> None:
 def test_every_key_is_documented_in_the_example_file() -> None:
     text = (REPO / "config.example.yaml").read_text()
     keys = set(SCHEMA["properties"])
-    for section in ("watch", "retry"):
+    for section in ("watch", "retry", "http"):
         keys |= set(SCHEMA["properties"][section]["properties"])
     for vendor in VENDORS:
         keys |= set(branch(vendor)["properties"])
@@ -190,6 +192,7 @@ PROBES: list[Any] = [
     "https://h.example", "http://127.0.0.1:8123/", "HTTPS://Api.Example.com/espo/", "https://h/api/v2",
     "https://h/api/core/v1/", "https://u:p@h", "https://h?q=1", "https://h#f", "ftp://h", "https://", "https://h x",
     "/abs/path", "/srv/x/../y/", "rel/path", "~/x",
+    "127.0.0.1:8765", "[::1]:0", "localhost:65535", "h:65536", "h:", ":80", "0.0.0.0:80 ", "-h:1", ["scans.lan"],
     "{stem}", "{name}-{record}", "{nope}", "{stem", "{}", "{{x}}", "{stem!r}", "}",
     "${SET}", "pre-${SET}", "${bad-name}", "${}", "${OPEN", "$5 and $", "${SET}/in",
     [], ["*.tmp"], ["ok", ""], ["x", 5], {}, {"a": 1}, {"a": [1, "b"]},
@@ -210,9 +213,9 @@ GAPS: list[tuple[Any, str]] = [
 
 
 def _probe_keys() -> list[str]:
-    keys = ["watch", "retry", "targets"]
-    keys += [f"{name}" for name in SCHEMA["properties"] if name not in ("watch", "retry", "targets")]
-    for section in ("watch", "retry"):
+    keys = ["watch", "retry", "targets", "http"]
+    keys += [f"{name}" for name in SCHEMA["properties"] if name not in ("watch", "retry", "targets", "http")]
+    for section in ("watch", "retry", "http"):
         keys += [f"{section}.{name}" for name in SCHEMA["properties"][section]["properties"]]
     for target, body in MINIMAL_TARGETS.items():
         keys += [f"targets.{target}.{name}" for name in branch(body["vendor"])["properties"]]

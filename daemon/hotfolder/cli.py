@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import signal
@@ -92,114 +91,94 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_once(args: argparse.Namespace) -> int:
     settings = _load(_config_path(args))
-    configure_logging(settings.log_level)
     from hotfolder.service import Daemon
+    from hotfolder.terminal import shown
 
-    return Daemon(settings).run_once(_stop_on_signals())
+    with shown(settings.log_level) as view:
+        daemon = Daemon(settings)
+        if view is not None:
+            view.follow(daemon.events, daemon.live)
+        return daemon.run_once(_stop_on_signals())
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     settings = _load(_config_path(args))
-    from hotfolder.options import shown_database_url
-    from hotfolder.pipeline import TERMINAL_STATES, State
-    from hotfolder.service import open_journal, waiting_file
+    if args.watch is None:
+        return _print_status(settings, args)
+    while True:  # until Ctrl-C (main answers 130)
+        if sys.stdout.isatty():
+            print("\x1b[H\x1b[2J", end="")  # home and clear: the report redrawn in place
+        else:
+            print(f"--- {datetime.now(UTC).isoformat(timespec='seconds')}")
+        _print_status(settings, args)
+        sys.stdout.flush()
+        time.sleep(args.watch)
+
+
+def _print_status(settings: Settings, args: argparse.Namespace) -> int:
+    from hotfolder.live import live_file
+    from hotfolder.service import open_journal
+    from hotfolder.statusreport import build_report, live_from_file, not_ready, waiting_file
 
     journal = open_journal(settings, daemon=False)
     try:
-        counts = journal.counts_by_state()
-        archived = journal.archived_count()
-        unfinished = journal.jobs(unfinished=True, limit=200)
-        failures = journal.jobs(states=(State.FAILED,), limit=args.limit)
-        nodes = journal.nodes() if hasattr(journal, "nodes") else None
+        report = build_report(settings, journal, live_from_file(live_file(settings)),
+                              not_ready(waiting_file(settings)), limit=args.limit)
     finally:
         journal.close()
-
-    report: dict[str, Any] = {
-        "journal": shown_database_url(settings.journal) if isinstance(settings.journal, str) else str(settings.journal),
-        "not_ready": _not_ready(waiting_file(settings)),
-        "unfinished_by_step": {s: n for s, n in counts.items() if State(s) not in TERMINAL_STATES},
-        "finished": {s: n for s, n in counts.items() if State(s) in TERMINAL_STATES},
-        "archived": archived,
-        "unfinished": [
-            {
-                "job": job.id, "file": job.relpath, "step": job.state.value, "attempts": job.attempts,
-                "next_attempt_in": round(max(0.0, job.next_attempt_at - time.time()), 1),
-                "last_error": (job.last_error or {}).get("reason"),
-            }
-            for job in unfinished
-        ],
-        "failures": [
-            {
-                "job": job.id, "file": job.relpath, "step": (job.last_error or {}).get("step"),
-                "reason": (job.last_error or {}).get("reason"), "http_status": (job.last_error or {}).get("status"),
-                "moved_to": job.outcome_path,
-            }
-            for job in failures
-        ],
-    }
-    if nodes is not None:
-        report["nodes"] = [_node_report(node, settings.node.lease) for node in nodes]
     if args.json:
         print(json.dumps(report, indent=2, ensure_ascii=False))
         return 0
-    print(f"journal: {report['journal']}")
-    if nodes is not None:
-        print("nodes sharing this journal:")
-    for item in report.get("nodes", []):
-        print(f"  {item['name']} ({item['host']}, pid {item['pid']}): {item['state']}, last heartbeat "
-              f"{item['last_heartbeat']} ({item['heartbeat_age']}s ago), jobs held: {item['jobs_held']}")
+    for line in status_lines(report, settings.archive_after):
+        print(line)
+    return 0
+
+
+def status_lines(report: dict[str, Any], archive_after: float) -> list[str]:
+    """``hotfolder status`` as text: the report, most urgent first."""
+    from hotfolder.statusreport import human_size as _size
+
+    lines = [f"journal: {report['journal']}" + ("" if report["daemon_running"] else " (no daemon running)")]
+    if "nodes" in report:
+        lines.append("nodes sharing this journal:")
+    for node in report.get("nodes", []):
+        lines.append(f"  {node['name']} ({node['host']}, pid {node['pid']}): {node['state']}, last heartbeat "
+                     f"{node['last_heartbeat']} ({node['heartbeat_age']}s ago), jobs held: {node['jobs_held']}")
+    for name, target in report["targets"].items():
+        if target["paused"]:
+            pause = target["paused"]
+            until = f" until {pause['until']}" if pause["until"] else ""
+            lines.append(f"target {name} PAUSED ({pause['kind']}{until}): {pause['reason']}")
+    if report["in_flight"]:
+        lines.append("in flight:")
+    for item in report["in_flight"]:
+        rate = f", {_size(item['bytes_per_second'])}/s" if item["bytes_per_second"] else ""
+        lines.append(f"  #{item['job']} {item['file']} at {item['step']}: {_size(item['sent'])} of "
+                     f"{_size(item['total'])} ({item['percent']:g}%{rate})")
     waiting = ", ".join(f"{s} {n}" for s, n in report["unfinished_by_step"].items()) or "none"
-    print(f"unfinished jobs by step: {waiting}")
+    lines.append(f"unfinished jobs by step: {waiting}")
+    if report["oldest_waiting"]:
+        oldest = report["oldest_waiting"]
+        lines.append(f"oldest waiting: since {oldest['since']} ({oldest['seconds']:.0f}s)")
     finished = ", ".join(f"{s} {n}" for s, n in report["finished"].items()) or "none"
-    print(f"finished jobs: {finished}")
-    if archived:
-        print(f"older finished jobs, archived: {archived} (archive_after: {settings.archive_after / 86400:g} days)")
+    lines.append(f"finished jobs: {finished}")
+    if report["archived"]:
+        lines.append(f"older finished jobs, archived: {report['archived']} "
+                     f"(archive_after: {archive_after / 86400:g} days)")
     if report["not_ready"]:
-        print("files not ready yet (not jobs until they are):")
+        lines.append("files not ready yet (not jobs until they are):")
     for item in report["not_ready"]:
-        print(f"  {item['file']}: {item['reason']} (since {item['since']})")
+        lines.append(f"  {item['file']}: {item['reason']} (since {item['since']})")
     for item in report["unfinished"]:
         line = f"  #{item['job']} {item['file']} at {item['step']}"
         if item["last_error"]:
             line += f" (attempt {item['attempts']}, retry in {item['next_attempt_in']}s: {item['last_error']})"
-        print(line)
+        lines.append(line)
     if report["failures"]:
-        print("failures (newest first):")
+        lines.append("failures (newest first):")
     for item in report["failures"]:
-        print(f"  #{item['job']} {item['file']} at {item['step']}: {item['reason']}")
-    return 0
-
-
-def _node_report(node: Any, lease: float) -> dict[str, Any]:
-    """One daemon sharing a PostgreSQL journal: stopped, running, or silent (killed, frozen or cut off: no
-    heartbeat for a whole lease, so its jobs go to the others)."""
-    age = max(0.0, time.time() - node.heartbeat_at)
-    if node.stopped_at is not None:
-        state = "stopped"
-    elif age <= lease:
-        state = "running"
-    else:
-        state = f"silent (no heartbeat for over {lease:g}s: dead, frozen or cut off; its jobs go to the others)"
-    return {
-        "name": node.name, "host": node.host, "pid": node.pid, "state": state,
-        "last_heartbeat": datetime.fromtimestamp(node.heartbeat_at, UTC).isoformat(timespec="seconds"),
-        "heartbeat_age": round(age, 1), "jobs_held": node.jobs_held,
-    }
-
-
-def _not_ready(path: Path) -> list[dict[str, Any]]:
-    """The files the running daemon waits for, from the list its watcher keeps (none if it is stopped)."""
-    try:
-        listing = json.loads(path.read_text())
-        with contextlib.suppress(PermissionError):  # running as another user (the service's): alive
-            os.kill(int(listing["pid"]), 0)
-    except (OSError, ValueError, KeyError, TypeError):
-        return []  # no daemon running, or none has written the list: nothing is known to wait
-    return [
-        {"file": w["file"], "reason": w["reason"],
-         "since": datetime.fromtimestamp(w["since"], UTC).isoformat(timespec="seconds")}
-        for w in listing.get("waiting", [])
-    ]
+        lines.append(f"  #{item['job']} {item['file']} at {item['step']}: {item['reason']}")
+    return lines
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
@@ -208,17 +187,11 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
     chosen = [Path(p).resolve() for p in args.paths] if args.paths else None
     moved = 0
-    for path in sorted(settings.failed.rglob("*")):
-        if not path.is_file() or path.is_symlink() or path.name.endswith(".error.json"):
-            continue
+    for path in outcomes.failed_files(settings.failed):
         if chosen is not None and path.resolve() not in chosen:
             continue
         relative = path.relative_to(settings.failed)
-        destination = outcomes.free_name((settings.inbox / relative).parent, path.name)
-        final = outcomes.move_file(path, destination)
-        sidecar = path.with_name(path.name + ".error.json")
-        if sidecar.exists():
-            sidecar.unlink()
+        final = outcomes.move_back_to_inbox(path, settings.inbox / relative)
         print(f"{relative} → {final}")
         moved += 1
     print(f"{moved} file(s) moved back to the inbox")
@@ -273,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     status = with_config(commands.add_parser("status", help="jobs by step, failures with reasons"))
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--limit", type=int, default=20, help="how many failures to list")
+    status.add_argument("--watch", type=float, nargs="?", const=2.0, default=None, metavar="SECONDS",
+                        help="redraw every SECONDS (default 2) until Ctrl-C")
     status.set_defaults(func=cmd_status)
     retry = with_config(commands.add_parser("retry", help="move failed files back into the inbox"))
     retry.add_argument("paths", nargs="*", help="files under failed/ (default: all)")

@@ -57,8 +57,10 @@ from hotfolder.options import (
     database_password,
     duration,
     found,
+    host_names,
     integer,
     journal_location,
+    listen_address,
     nonempty_text,
     patterns,
     positive_number,
@@ -110,6 +112,17 @@ class RetrySettings:
 
 
 @dataclass(frozen=True)
+class HttpSettings:
+    """The status page, metrics and health endpoint (off unless the config has an ``http`` section)."""
+
+    listen: tuple[str, int]  # (host, port)
+    token_file: Path | None  # None: beside the journal (http_token_file)
+    allowed_hosts: tuple[str, ...]  # Host header names accepted besides the listen address and loopback
+    stuck_after: float  # a step without progress this long makes /healthz fail
+    paused_limit: float  # a target paused this long makes /readyz fail
+
+
+@dataclass(frozen=True)
 class TargetSettings:
     name: str
     vendor: str
@@ -154,11 +167,19 @@ class Settings:
     archive_after: float  # seconds after which a finished job moves to the journal's archive
     node: NodeSettings
     notify: NotifySettings | None = None  # alerts by webhook and email (hotfolder.alerts); None: off
+    http: HttpSettings | None = None  # None: no HTTP endpoint
 
     @property
     def shared_journal(self) -> str | None:
         """The PostgreSQL URL when the journal is shared by several daemons; None for a SQLite file."""
         return self.journal if isinstance(self.journal, str) else None
+
+    def own_file(self, suffix: str) -> Path:
+        """A file of this daemon's own (the waiting list, the live state, the alerts' outbox): beside a
+        SQLite journal, or in the node's state folder when the journal is shared (each node its own)."""
+        if isinstance(self.journal, Path):
+            return self.journal.with_name(self.journal.name + suffix)
+        return self.node.state / f"{self.node.name}{suffix}"
 
 
 # --- ${VAR} substitution -----------------------------------------------------------------------
@@ -296,6 +317,7 @@ _TOP_KEYS = (
     "archive_after",
     "notify",
     "node",
+    "http",
 )
 
 
@@ -323,6 +345,7 @@ def parse_settings(data: object, environ: Mapping[str, str]) -> Settings:
         archive_after=top.get("archive_after", duration(positive=True), "30d"),
         node=_parse_node(top.data.get("node"), environ),
         notify=_parse_notify(top.data.get("notify"), environ),
+        http=_parse_http(top.data.get("http"), environ),
     )
 
 
@@ -395,6 +418,26 @@ def _parse_retry(data: object, environ: Mapping[str, str]) -> RetrySettings:
             f"expected at least retry.backoff ({retry.backoff:g}s), found {retry.max_backoff:g}s",
         )
     return retry
+
+
+def _parse_http(data: object, environ: Mapping[str, str]) -> HttpSettings | None:
+    if data is None:
+        return None  # absent, or every key commented out: no endpoint
+    section = _Section(data, "http", environ, ("listen", "token_file", "allowed_hosts", "stuck_after", "paused_limit"))
+    return HttpSettings(
+        listen=section.get("listen", listen_address, "127.0.0.1:8765"),
+        token_file=section.get("token_file", absolute_path),
+        allowed_hosts=section.get("allowed_hosts", host_names, ()),
+        stuck_after=section.get("stuck_after", duration(positive=True), "10m"),
+        paused_limit=section.get("paused_limit", duration(positive=True), "1h"),
+    )
+
+
+def http_token_file(settings: Settings) -> Path:
+    """Where the status page's token is kept: ``http.token_file``, else beside the journal."""
+    if settings.http is not None and settings.http.token_file is not None:
+        return settings.http.token_file
+    return settings.journal.with_name(settings.journal.name + ".http-token")
 
 
 def _parse_targets(data: object, environ: Mapping[str, str]) -> Mapping[str, TargetSettings]:

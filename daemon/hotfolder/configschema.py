@@ -146,6 +146,15 @@ def _definitions() -> dict[str, Any]:
             "pattern": _template_pattern(),
             "description": f"a template over {fields}; write a literal brace as {{{{ or }}}}",
         },
+        "listen_address": {
+            "anyOf": [{"type": "string", "pattern": options.LISTEN_ADDRESS}, env],
+            "description": "host:port, such as 127.0.0.1:8765 or [::1]:8765 (port 0: any free port)",
+        },
+        "host_names": {
+            "type": "array",
+            "items": {"$ref": "#/$defs/nonempty_text"},
+            "description": "host names, as a browser puts them in the Host header",
+        },
         "patterns": {
             "type": "array",
             "items": {"$ref": "#/$defs/nonempty_text"},
@@ -282,6 +291,13 @@ _SECTIONS: Mapping[str, Mapping[str, _Key]] = {
         "lease": _Key(_ref("positive_duration"), default="30s"),
         "state": _Key(_ref("absolute_path"), default="/var/lib/hotfolder"),
     },
+    "http": {
+        "listen": _Key(_ref("listen_address"), default="127.0.0.1:8765"),
+        "token_file": _Key(_ref("absolute_path")),
+        "allowed_hosts": _Key(_ref("host_names"), default=[]),
+        "stuck_after": _Key(_ref("positive_duration"), default="10m"),
+        "paused_limit": _Key(_ref("positive_duration"), default="1h"),
+    },
     "retry": {
         "attempts": _Key(_integer(1), default=8),
         "backoff": _Key(_ref("positive_duration"), default="2s"),
@@ -299,9 +315,10 @@ _SECTIONS: Mapping[str, Mapping[str, _Key]] = {
 
 # The dataclass behind each section, and its fields that are not keys of that section.
 _SECTION_FIELDS: Mapping[str, tuple[type, frozenset[str]]] = {
-    "": (config.Settings, frozenset({"watch", "retry", "targets", "notify", "node"})),
+    "": (config.Settings, frozenset({"watch", "retry", "targets", "notify", "node", "http"})),
     "node": (config.NodeSettings, frozenset()),
     "watch": (config.WatchSettings, frozenset()),
+    "http": (config.HttpSettings, frozenset()),
     "retry": (config.RetrySettings, frozenset()),
     "targets.<name>": (config.TargetSettings, frozenset({"name", "options"})),
 }
@@ -446,6 +463,7 @@ def config_schema() -> dict[str, Any]:
         ("watch", "How the inbox is watched and when a file is ready."),
         ("retry", "How often, and how far apart, a failing file is tried again."),
         ("node", "This daemon among several sharing one PostgreSQL journal (unused with a SQLite journal)."),
+        ("http", "The status page, /metrics, /healthz and /readyz. Off unless this section is given."),
     ):
         keys = _section_keys(section)
         properties[section] = _mapping(

@@ -97,6 +97,7 @@ def run_demo(folder: Path, *, port: int = 8787, exit_when_idle: bool = False) ->
     folder.mkdir(parents=True, exist_ok=True)
     configure_logging("info")
     from hotfolder.service import Daemon
+    from hotfolder.terminal import shown
 
     with Sandbox(folder / "simulator", port=port) as sandbox:
         config_path = write_demo_config(folder, sandbox.url)
@@ -114,11 +115,14 @@ def run_demo(folder: Path, *, port: int = 8787, exit_when_idle: bool = False) ->
             f"  stop:       Ctrl-C\n",
             flush=True,
         )
-        daemon = Daemon(settings)
-        if exit_when_idle:
-            return daemon.run_once()
-        stop = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        signal.signal(signal.SIGINT, lambda *_: stop.set())
-        daemon.run_until(stop)
+        with shown("info") as view:
+            daemon = Daemon(settings)
+            if view is not None:
+                view.follow(daemon.events, daemon.live)
+            if exit_when_idle:
+                return daemon.run_once()
+            stop = threading.Event()
+            signal.signal(signal.SIGTERM, lambda *_: stop.set())
+            signal.signal(signal.SIGINT, lambda *_: stop.set())
+            daemon.run_until(stop)
     return 0

@@ -58,6 +58,32 @@ class FileRefused:
 
 
 @dataclass(frozen=True, slots=True)
+class StepStarted:
+    """A worker begins one step of one job (what is in flight, and since when, for health and the page)."""
+
+    step: State
+    job: Job
+
+
+@dataclass(frozen=True, slots=True)
+class BytesSent:
+    """The file's bytes handed to the vendor so far in the step under way (said at most a few times a
+    second per job, and once when the last byte went out)."""
+
+    job: Job
+    sent: int
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class VendorAnswered:
+    """A vendor (or its S3) answered a request of ``target`` with an HTTP ``status``."""
+
+    target: str
+    status: int
+
+
+@dataclass(frozen=True, slots=True)
 class StepEnded:
     """One step of one job ran and its decision is committed (``job`` is the row after the commit)."""
 
@@ -109,9 +135,24 @@ class ConfigReloaded:
     reason: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class TargetHeld:
+    """A person paused a target (the page): no job of it is started until it is released."""
+
+    target: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class TargetReleased:
+    """A person resumed a target they had paused."""
+
+    target: str
+
+
 Event = (
-    FileWaiting | FileReadyAfterWaiting | FileQueued | FileRefused | StepEnded | FileDone | FileFailed | TargetPaused
-    | TargetResumed | ConfigReloaded
+    FileWaiting | FileReadyAfterWaiting | FileQueued | FileRefused | StepStarted | BytesSent | VendorAnswered
+    | StepEnded | FileDone | FileFailed | TargetPaused | TargetResumed | ConfigReloaded | TargetHeld | TargetReleased
 )
 Subscriber = Callable[[Event], None]
 

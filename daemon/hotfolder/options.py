@@ -241,6 +241,27 @@ def patterns(value: object, key: str) -> tuple[str, ...]:
     return tuple(nonempty_text(item, f"{key}[{index}]") for index, item in enumerate(value))
 
 
+# host:port, the host a name, an IPv4 address or a bracketed IPv6 address; the port 0-65535 (0: any free one).
+LISTEN_PORT = r"(?:6553[0-5]|655[0-2]\d|65[0-4]\d\d|6[0-4]\d{3}|[1-5]\d{4}|\d{1,4})"
+LISTEN_ADDRESS = rf"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?):{LISTEN_PORT}$"
+_LISTEN_ADDRESS = re.compile(LISTEN_ADDRESS)
+
+
+def listen_address(value: object, key: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:8765`` for IPv6) as (host, port); the brackets are dropped."""
+    written = nonempty_text(value, key)
+    if not _LISTEN_ADDRESS.match(written):
+        raise refuse(key, "host:port, such as 127.0.0.1:8765 or [::1]:8765", value)
+    host, _, port = written.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def host_names(value: object, key: str) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple):
+        raise refuse(key, "a list of host names", value)
+    return tuple(nonempty_text(item, f"{key}[{index}]").lower() for index, item in enumerate(value))
+
+
 def absolute_path(value: object, key: str) -> Path:
     written = nonempty_text(value, key)
     if "\x00" in written:

@@ -395,3 +395,20 @@ def write_sidecar(file_in_failed: Path, info: Mapping[str, object], suffix: str 
         raise
     fsync_dir(directory)
     return final
+
+
+def move_back_to_inbox(failed_file: Path, inbox_path: Path) -> Path:
+    """Retry: move a file from failed/ to ``inbox_path`` (or the next free name beside it) and remove the
+    sidecar that said why it failed; return where it went. The watcher then sees it as a new file."""
+    final = move_file(failed_file, free_name(inbox_path.parent, inbox_path.name))
+    sidecar = failed_file.with_name(failed_file.name + SIDECAR_SUFFIX)
+    if sidecar.exists():
+        sidecar.unlink()
+    return final
+
+
+def failed_files(folder: Path) -> list[Path]:
+    """The files under ``folder`` (failed/ or a part of it) that a retry would move back, sorted; not
+    the sidecars, and no symlink (nothing planted there may pull a file from elsewhere into the inbox)."""
+    return [path for path in sorted(folder.rglob("*"))
+            if path.is_file() and not path.is_symlink() and not path.name.endswith(SIDECAR_SUFFIX)]

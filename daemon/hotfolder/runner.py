@@ -23,6 +23,7 @@ import structlog
 from hotfolder.config import Settings
 from hotfolder.errors import StepError
 from hotfolder.events import (
+    BytesSent,
     Event,
     EventBus,
     FileDone,
@@ -30,7 +31,10 @@ from hotfolder.events import (
     FileQueued,
     FileRefused,
     StepEnded,
+    StepStarted,
+    TargetHeld,
     TargetPaused,
+    TargetReleased,
     TargetResumed,
 )
 from hotfolder.groups import GroupFolders
@@ -42,8 +46,9 @@ from hotfolder.limits import TargetUnavailable
 from hotfolder.linking import Answer, LinkParked
 from hotfolder.liveness import Liveness, progress
 from hotfolder.logsetup import redact, redact_value
-from hotfolder.pipeline import Decision, Outcome, OutcomeKind, RetryPolicy, State, decide
+from hotfolder.pipeline import MOVE_STATES, Decision, Outcome, OutcomeKind, RetryPolicy, State, decide
 from hotfolder.steps import Steps
+from hotfolder.transfer.progress import Meter, metering
 from hotfolder.vendors.base import RATE_LIMIT_STATUSES, Vendor
 from hotfolder.watch.mounts import AttributeCache
 
@@ -85,6 +90,9 @@ class Runner:
         # the journal's retry times say): the target resumed, or a reload brought it back.
         self._parked: dict[str, set[int]] = {}
         self._woken: set[int] = set()
+        # Targets a person paused (the status page), each with the ids of its jobs set aside meanwhile (not
+        # claimed until the target is released). Read without the lock by drive(): a stale answer costs a step.
+        self._held: dict[str, set[int]] = {}
         # Jobs whose last step failed for a while (an error worth another try), by target: when the
         # target resumes after an outage they go on at once rather than after their own backoff.
         self._setback: dict[str, set[int]] = {}
@@ -201,6 +209,36 @@ class Runner:
                 self._woken |= self._setback.pop(event.target, set())
             self.wake_target(event.target)
 
+    def workers_missing(self) -> int:
+        """How many of the configured worker threads are not running (a health check wants 0)."""
+        with self._wake:
+            alive = sum(thread.is_alive() for thread in self._threads.values())
+        return max(0, self.settings.workers - alive)
+
+    # -- a person's pause ----------------------------------------------------------------------
+
+    def hold(self, target: str, reason: str) -> bool:
+        """Pause ``target``: its jobs start no step but the moves to done/ and failed/ until
+        :meth:`release`. A step under way finishes first. False if it was paused already."""
+        with self._wake:
+            if target in self._held:
+                return False
+            self._held[target] = set()
+        self.events.emit(TargetHeld(target, reason))
+        return True
+
+    def release(self, target: str) -> bool:
+        """Resume a target paused by :meth:`hold`; False if it was not paused."""
+        with self._wake:
+            if self._held.pop(target, None) is None:
+                return False
+            self._wake.notify_all()
+        self.events.emit(TargetReleased(target))
+        return True
+
+    def _holds(self, job: Job) -> bool:
+        return job.target in self._held and job.state not in MOVE_STATES
+
     def in_flight_count(self) -> int:
         with self._wake:
             return len(self._in_flight)
@@ -232,27 +270,31 @@ class Runner:
         """Under ``_wake``: claim the oldest ready id, or wait for a retry time or a poke; None when this
         worker is to leave (the runner stops, or a reload left fewer workers)."""
         while not self._stopping.is_set() and number < self.settings.workers:
-            woken = self._woken - self._in_flight
+            busy = self._in_flight.union(*self._held.values()) if self._held else self._in_flight
+            woken = self._woken - busy
             if woken:
                 job_id = min(woken)
                 self._woken.discard(job_id)
                 self._in_flight.add(job_id)
                 return job_id
             now = self._clock()
-            ids = self.journal.ready_ids(now, 1, self._in_flight)
+            ids = self.journal.ready_ids(now, 1, busy)
             if ids:
                 self._in_flight.add(ids[0])
                 return ids[0]
-            wakeup = self.journal.next_wakeup(self._in_flight)
+            wakeup = self.journal.next_wakeup(busy)
             timeout = 1.0 if wakeup is None else min(max(wakeup - now, 0.01), 1.0)
             self._wake.wait(timeout)
         return None
 
-    def _release(self, job_id: int, finished: bool) -> None:
+    def _release(self, job_id: int, finished: bool, target: str | None = None) -> None:
         with self._wake:
             self._in_flight.discard(job_id)
             self._woken.discard(job_id)
-            if finished:
+            held = self._held.get(target) if target is not None and not finished else None
+            if held is not None:
+                held.add(job_id)  # set aside until its target is released; nobody needs waking
+            elif finished:
                 self._tools.scratch.pop(job_id, None)
                 for parked in self._parked.values():  # a handful of targets at most
                     parked.discard(job_id)
@@ -292,7 +334,7 @@ class Runner:
             self._postpone_after_bug(job)
         finally:
             if not handed_over:  # a job whose link was handed over is released by whoever delivers it
-                self._release(job.id, finished)
+                self._release(job.id, finished, job.target)
 
     def _postpone_after_bug(self, job: Job) -> None:
         try:
@@ -315,11 +357,15 @@ class Runner:
         """Run steps of ``job`` until it finishes, must wait, or the daemon stops; None when its link
         was handed to the worker serving its record (:mod:`hotfolder.linking`), which delivers it."""
         while not job.finished and not self._stopping.is_set():
+            if self._held and self._holds(job):
+                break  # its target was paused by a person: the job waits, set aside, for the release
             # Before each side effect (raises LeaseLost); a file leaves the inbox only once the journal itself
             # confirms the lease (while a shared journal is unreachable, nothing moves).
             self.journal.check_lease(job.id, confirm=job.state in (State.TO_DONE, State.TO_FAILED))
             started = time.monotonic()
-            result = self._run_step(job)
+            self.events.emit(StepStarted(job.state, job))
+            with metering(Meter(job.size, self._bytes_sent_reporter(job))):
+                result = self._run_step(job)
             if result is None:
                 return None
             job, decision = self._conclude(job, result, started)
@@ -393,6 +439,12 @@ class Runner:
             # the move (crash rule 5) without a commit of its own.
             record.outcome_path = plan_destination(job, self.settings.done, self._tools.source(job))
         return self.journal.record(job.id, record)
+
+    def _bytes_sent_reporter(self, job: Job) -> Callable[[int, int], None]:
+        def report(sent: int, total: int) -> None:
+            self.events.emit(BytesSent(job, sent, total))
+
+        return report
 
     def _tell(self, step: State, job: Job, result: StepResult, decision: Decision, duration: float) -> None:
         """Say what the step did (after its commit): the log, and any other subscriber, listen."""

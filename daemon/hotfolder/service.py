@@ -16,18 +16,20 @@ from hotfolder.alerts.outbox import OUTBOX_SUFFIX
 from hotfolder.config import Settings, TargetSettings, secret_values
 from hotfolder.errors import ConfigError
 from hotfolder.eventlog import log_event
-from hotfolder.events import ConfigReloaded, EventBus, TargetPaused, TargetResumed
+from hotfolder.events import ConfigReloaded, EventBus, TargetPaused, TargetResumed, VendorAnswered
 from hotfolder.glance import Glance
 from hotfolder.guard import CircuitTransport
 from hotfolder.journal import Journal, JournalBackend
 from hotfolder.journal.archive_thread import ArchiveThread
 from hotfolder.limits import Circuit
+from hotfolder.live import LiveFileWriter, LiveState, live_file
 from hotfolder.liveness import Liveness
 from hotfolder.logsetup import register_secret, set_level
 from hotfolder.notify import Notifier
 from hotfolder.pulse import Pulse
 from hotfolder.reload import plan_reload, stuck_limit
 from hotfolder.runner import Runner
+from hotfolder.statusreport import waiting_file
 from hotfolder.vendors import adapter_class
 from hotfolder.vendors.base import Vendor
 from hotfolder.watch.examine import Examiner
@@ -62,10 +64,18 @@ class ApiClient(httpx.Client):
         raise ValueError("ApiClient keeps no cookies")
 
 
-def make_client(target: TargetSettings, workers: int, circuit: Circuit | None = None) -> httpx.Client:
-    """The HTTP client of one target; with ``circuit``, every request of it passes the outage circuit."""
+def make_client(target: TargetSettings, workers: int, circuit: Circuit | None = None,
+                events: EventBus | None = None) -> httpx.Client:
+    """The HTTP client of one target; with ``circuit``, every request of it passes the outage circuit;
+    with ``events``, every answer is told (VendorAnswered: the metrics count them by status)."""
     if not target.verify_tls:
         log.warning("TLS verification is OFF for this target (verify_tls: false)", target=target.name)
+    hooks = {}
+    if events is not None:
+        def answered(response: httpx.Response) -> None:
+            events.emit(VendorAnswered(target.name, response.status_code))
+
+        hooks["response"] = [answered]
     size = max(workers, 4)
     transport = httpx.HTTPTransport(
         verify=target.verify_tls, limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
@@ -74,21 +84,9 @@ def make_client(target: TargetSettings, workers: int, circuit: Circuit | None = 
         base_url=target.url,
         timeout=httpx.Timeout(target.timeout, connect=min(10.0, target.timeout)),
         follow_redirects=False,  # a redirect could carry our token to another host
+        event_hooks=hooks,
         transport=CircuitTransport(transport, circuit) if circuit is not None else transport,
     )
-
-
-def node_file(settings: Settings, suffix: str) -> Path:
-    """A file of this daemon's own: beside its SQLite journal, or in its node's state folder when the
-    journal is shared (each node keeps its own)."""
-    if isinstance(settings.journal, Path):
-        return settings.journal.with_name(settings.journal.name + suffix)
-    return settings.node.state / f"{settings.node.name}{suffix}"
-
-
-def waiting_file(settings: Settings) -> Path:
-    """Where the running daemon lists the files not ready yet, for ``hotfolder status``."""
-    return node_file(settings, ".waiting.json")
 
 
 def open_journal(settings: Settings, *, daemon: bool) -> JournalBackend:
@@ -131,6 +129,15 @@ class Daemon:
         self.glance = Glance()
         self.events.subscribe(self.glance.on_event)
         self.liveness = Liveness(stuck_after=stuck_limit(settings))
+        # What is under way now, for `hotfolder status` (the live file), the status page and the health checks.
+        self.live = LiveState()
+        self.events.subscribe(self.live)
+        self.live_writer = LiveFileWriter(self.live, live_file(settings))
+        self.endpoint = None
+        if settings.http is not None:
+            from hotfolder.endpoint import Endpoint  # imported late: without `http:` none of it is loaded
+
+            self.endpoint = Endpoint(settings, self.journal, self.live, self.events)
         self.adapters: dict[str, Vendor] = {}
         self.clients: list[httpx.Client] = []  # every client made, closed at stop (a reload's old ones too)
         for target in settings.targets.values():
@@ -146,7 +153,7 @@ class Daemon:
         if settings.notify is not None:
             for secret in secret_values(settings):  # the alerts redact with the log's redactor
                 register_secret(secret)
-            self.alerts = Alerts(settings.notify, node_file(settings, OUTBOX_SUFFIX), settings.inbox, self.journal)
+            self.alerts = Alerts(settings.notify, settings.own_file(OUTBOX_SUFFIX), settings.inbox, self.journal)
             self.events.subscribe(self.alerts.on_event)
         self.runner = Runner(settings, self.journal, self.adapters, on_file_left_inbox=self._forget,
                              writers_checked=lambda: examiner.writer_check_off is None, cache=cache,
@@ -180,7 +187,7 @@ class Daemon:
         circuit.on_pause = lambda seconds, reason: self.events.emit(
             TargetPaused(target.name, seconds, reason, cause="outage"))
         circuit.on_resume = lambda paused_for: self.events.emit(TargetResumed(target.name, paused_for))
-        client = make_client(target, self.settings.workers, circuit)
+        client = make_client(target, self.settings.workers, circuit, self.events)
         self.clients.append(client)
         adapter = adapter_class(target)(target, client)
         adapter.secret_found = register_secret
@@ -218,6 +225,8 @@ class Daemon:
         set_level(plan.settings.log_level)
         self.liveness.stuck_after = stuck_limit(plan.settings)
         self.runner.reload(plan.settings)
+        if self.endpoint is not None:
+            self.endpoint.reloaded(plan.settings)
         self.events.emit(ConfigReloaded(True, plan.summary()))
         self.notifier.ready(self.status_line())
         return True
@@ -239,17 +248,23 @@ class Daemon:
         )
         if self.alerts is not None:
             self.alerts.start()  # first: it tells of an unclean stop before the work resumes
+        self.live_writer.start()
         self.runner.start()
         self.watcher.start()
         self.archiver.start()
+        if self.endpoint is not None:
+            self.endpoint.start(self.runner, self.watcher, self.liveness)
         log.info("watching", inbox=str(self.settings.inbox), mode=self.watcher.mode)
         self.pulse.start()
 
     def stop(self) -> None:
+        if self.endpoint is not None:
+            self.endpoint.stop()
         self.pulse.stop()
         self.archiver.stop()
         self.watcher.stop()
         self.runner.stop()
+        self.live_writer.stop()
         if self.alerts is not None:
             self.alerts.stop()  # after the runner: its last failures go into the last digest
         for client in self.clients:

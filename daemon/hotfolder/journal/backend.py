@@ -77,6 +77,9 @@ class JournalBackend(Protocol):
     def exclusive(self, key: tuple[str, ...]) -> AbstractContextManager[None]:
         """While held, no other daemon on the store holds ``key`` (the threads of one daemon keep apart by
         their own locks). Kept for the duration of one link: links to one record never run at once."""
+    def oldest_unfinished(self) -> float | None:
+        """When the oldest unfinished job was created (``created_at``); None if every job is finished.
+        For the metrics and the status page (how long the oldest file has waited)."""
 
     # -- recording steps -----------------------------------------------------------------------
 

@@ -387,6 +387,11 @@ class PostgresJournal:
     def unfinished_count(self) -> int:
         return self._count("SELECT count(*) FROM jobs WHERE finished_at IS NULL")
 
+    def oldest_unfinished(self) -> float | None:
+        row = self._retry(lambda conn: conn.execute("SELECT min(created_at) FROM jobs WHERE finished_at IS NULL")
+                          .fetchone())
+        return None if row is None or row[0] is None else float(row[0])
+
     def _count(self, query: str, args: Sequence[Any] = ()) -> int:
         row = self._retry(lambda conn: conn.execute(query, args).fetchone())
         return int(row[0]) if row else 0

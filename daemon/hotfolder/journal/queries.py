@@ -76,6 +76,12 @@ def unfinished_count(conn: sqlite3.Connection) -> int:
     return int(count)
 
 
+def oldest_unfinished(conn: sqlite3.Connection) -> float | None:
+    # The partial index jobs_ready holds exactly the unfinished rows: this reads those, not the table.
+    (oldest,) = conn.execute("SELECT MIN(created_at) FROM jobs WHERE finished_at IS NULL").fetchone()
+    return None if oldest is None else float(oldest)
+
+
 def counts_by_state(conn: sqlite3.Connection) -> dict[str, int]:
     rows = conn.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
     return {state: count for state, count in rows}

@@ -85,6 +85,9 @@ class Journal:
     def unfinished_count(self) -> int:
         return self._reader.run(queries.unfinished_count)
 
+    def oldest_unfinished(self) -> float | None:
+        return self._reader.run(queries.oldest_unfinished)
+
     def counts_by_state(self) -> dict[str, int]:
         return self._reader.run(queries.counts_by_state)
 

@@ -19,6 +19,7 @@ from typing import BinaryIO, cast
 from hotfolder.errors import StepError
 from hotfolder.liveness import progress
 from hotfolder.pipeline import OutcomeKind
+from hotfolder.transfer.progress import bytes_read
 
 # Reads (and so the pieces of every request body) are this size: large enough that a read costs little
 # per byte, small enough that memory stays flat at any file size.
@@ -139,6 +140,7 @@ def iter_file(f: BinaryIO, size: int, chunk_size: int = CHUNK_SIZE) -> Iterator[
                 f"file shrank while reading: ended after {size - remaining} of {size} bytes",
             )
         remaining -= len(data)
+        bytes_read(len(data))
         progress()  # each chunk sent is progress; a send that hangs is not (hotfolder.liveness)
         yield data
 

@@ -116,6 +116,13 @@ def test_moves_are_never_given_up() -> None:
     assert decision.delay <= POLICY.max_backoff
 
 
+def test_a_file_changed_after_many_tries_at_done_s_door_is_sent_again_with_a_whole_budget() -> None:
+    """Moves are tried without end; the resend after a change must not inherit those tries, or its
+    first transient error would fail a file whose new bytes were never tried (found by hypothesis)."""
+    decision = decide(State.TO_DONE, POLICY.attempts + 1, Outcome(OutcomeKind.FILE_CHANGED, "size"), POLICY, 0.0)
+    assert decision.state is State.HASH and decision.attempts == 0
+
+
 def test_retry_after_is_honoured_but_capped() -> None:
     slow = decide(State.PRESIGN, 0, Outcome(OutcomeKind.TRANSIENT, "429", 429, retry_after=30.0), POLICY, 0.0)
     assert slow.delay == 30.0

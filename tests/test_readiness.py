@@ -323,7 +323,8 @@ def test_status_lists_a_file_held_open_by_a_writer_with_the_reason(site: Site) -
         with open(folder / "scan.pdf", "ab") as f:
             f.write(b"1 0 obj << >> endobj\n%%EOF\n")
         wait_for(lambda: (site.done / "fulcrum" / "rec-1" / "scan.pdf").exists(), what="scan.pdf in done/")
-        assert "scan.pdf" not in status()
+        # The live state (uploads in flight) is rewritten at most twice a second: give it that long.
+        wait_for(lambda: "scan.pdf" not in status(), timeout=5, what="scan.pdf gone from status")
     finally:
         daemon.stop()
 

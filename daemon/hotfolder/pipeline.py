@@ -135,8 +135,10 @@ def decide(state: State, attempts: int, outcome: Outcome, policy: RetryPolicy, j
     if state is State.TO_DONE and kind is OutcomeKind.FILE_CHANGED:
         # Its bytes changed after they were sent: the vendor holds the earlier version. Never moved to
         # done/ as if nothing happened: the new bytes go out from the hash step, and their link
-        # replaces the stale one (the runner has set the ids aside as stale).
-        return Decision(State.HASH, attempts, policy.backoff * (1 + jitter), outcome.reason)
+        # replaces the stale one (the runner has set the ids aside as stale). A new send with a whole
+        # budget: tries at done's door (a move that failed) are no setback of the vendor steps, and
+        # resends are bounded by their own count (resend.MAX_RESENDS).
+        return Decision(State.HASH, 0, policy.backoff * (1 + jitter), outcome.reason)
 
     if kind is OutcomeKind.CHANGED_TOO_OFTEN:
         if state is not State.TO_DONE:

@@ -9,8 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from hotfolder.journal.model import Job, NewJob, StepRecord
-from hotfolder.journal.rows import COLUMNS, decode_json, encode_json, row_to_job, sql_text
-from hotfolder.pipeline import TERMINAL_STATES
+from hotfolder.journal.rows import COLUMNS, decode_json, encode_json, row_to_job, sql_text, step_assignments
 
 Change = Callable[[sqlite3.Connection], Any]
 
@@ -51,27 +50,11 @@ def record_step(job_id: int, step: StepRecord, now: float) -> Callable[[sqlite3.
     # Only the columns this step changes are SET: SQLite rewrites an index only when the UPDATE
     # names one of its columns, so a plain step touches the row and two indexes (state, retry
     # time) rather than all five, which is fewer pages into the WAL per commit.
-    assignments = ["state = ?", "attempts = ?", "next_attempt_at = ?", "updated_at = ?"]
-    args: list[Any] = [step.state.value, step.attempts, step.next_attempt_at, now]
+    assignments, args = step_assignments(step, now, "?", sql_text)
     if step.vendor_update or step.extra_vendor_removals or step.vendor_replace is not None:
         vendor_sql, vendor_args = _vendor_merge(step)
         assignments.append(f"vendor = {vendor_sql}")
         args.extend(vendor_args)
-    for column, value in (("digests", encode_json(step.digests)), ("size", step.size), ("mtime_ns", step.mtime_ns),
-                          ("last_error", encode_json(step.last_error))):
-        if value is not None:
-            assignments.append(f"{column} = ?")
-            args.append(value)
-    if step.clear_error and step.last_error is None:
-        assignments.append("last_error = NULL")
-    if step.clear_outcome_path:
-        assignments.append("outcome_path = NULL")
-    elif step.outcome_path is not None:
-        assignments.append("outcome_path = ?")
-        args.append(sql_text(step.outcome_path))
-    if step.state in TERMINAL_STATES:
-        assignments.append("finished_at = ?")  # finished jobs are never recorded again
-        args.append(now)
     statement = f"UPDATE jobs SET {', '.join(assignments)} WHERE id = ? RETURNING {COLUMNS}"
     args.append(job_id)
 

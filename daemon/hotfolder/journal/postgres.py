@@ -36,7 +36,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from hotfolder.journal.model import Job, LeaseLost, NewJob, NodeInfo, StepRecord
 from hotfolder.journal.pgschema import DB_NOW, JOB_COLUMNS, migrate
-from hotfolder.journal.rows import decode_json, encode_json, row_to_job
+from hotfolder.journal.rows import decode_json, encode_json, row_to_job, step_assignments
 from hotfolder.pipeline import TERMINAL_STATES, State
 
 log = structlog.get_logger("hotfolder.journal")
@@ -124,11 +124,16 @@ class PostgresJournal:
                 self._back_online()
                 return result
             except _UNAVAILABLE as error:
-                if self._closing.is_set():
-                    raise
-                self._waiting(error)
-                self._closing.wait(delay)
-                delay = min(delay * 2, _BACKOFF_MAX)
+                delay = self._wait_out(error, delay)
+
+    def _wait_out(self, error: BaseException, delay: float) -> float:
+        """The database did not answer: say so, wait ``delay``, and return the next delay; re-raises
+        ``error`` once the journal is closing (nobody waits for the answer any more)."""
+        if self._closing.is_set():
+            raise error
+        self._waiting(error)
+        self._closing.wait(delay)
+        return min(delay * 2, _BACKOFF_MAX)
 
     def _waiting(self, error: BaseException) -> None:
         with self._outage_lock:
@@ -277,21 +282,13 @@ class PostgresJournal:
             try:
                 conn = self._pool.getconn()
             except _UNAVAILABLE as error:
-                if self._closing.is_set():
-                    raise
-                self._waiting(error)
-                self._closing.wait(delay)
-                delay = min(delay * 2, _BACKOFF_MAX)
+                delay = self._wait_out(error, delay)
                 continue
             try:
                 held = take(conn)
             except _UNAVAILABLE as error:
                 self._pool.putconn(conn)
-                if self._closing.is_set():
-                    raise
-                self._waiting(error)
-                self._closing.wait(delay)
-                delay = min(delay * 2, _BACKOFF_MAX)
+                delay = self._wait_out(error, delay)
                 continue
             except BaseException:
                 self._pool.putconn(conn)
@@ -410,23 +407,7 @@ class PostgresJournal:
             raise LeaseLost(job_id, f"not claimed by node {self.node}")
         now = self._clock()
         gives_back = step.state in TERMINAL_STATES or step.next_attempt_at > now
-        assignments = ["state = %s", "attempts = %s", "next_attempt_at = %s", "updated_at = %s"]
-        args: list[Any] = [step.state.value, step.attempts, step.next_attempt_at, now]
-        for column, value in (("digests", encode_json(step.digests)), ("size", step.size),
-                              ("mtime_ns", step.mtime_ns), ("last_error", encode_json(step.last_error))):
-            if value is not None:
-                assignments.append(f"{column} = %s")
-                args.append(value)
-        if step.clear_error and step.last_error is None:
-            assignments.append("last_error = NULL")
-        if step.clear_outcome_path:
-            assignments.append("outcome_path = NULL")
-        elif step.outcome_path is not None:
-            assignments.append("outcome_path = %s")
-            args.append(_b(step.outcome_path))
-        if step.state in TERMINAL_STATES:
-            assignments.append("finished_at = %s")
-            args.append(now)
+        assignments, args = step_assignments(step, now, "%s", _b)
         if gives_back:
             assignments.append("owner = NULL, lease_until = NULL")
         elif lease is not None:

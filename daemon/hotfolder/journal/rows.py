@@ -1,17 +1,19 @@
 """A job as one SQLite row, shared by the live journal and its archive (``archive.py``).
 
 Both files hold the same columns, so a finished job moves between them as its raw row and reads
-back as the same ``Job``.
+back as the same ``Job``. The columns one step's UPDATE sets are written here once for every
+backend (``step_assignments``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
-from hotfolder.journal.model import Job
-from hotfolder.pipeline import State
+from hotfolder.journal.model import Job, StepRecord
+from hotfolder.pipeline import TERMINAL_STATES, State
 
 # Every column but the id, as SQL. The journal's id is AUTOINCREMENT so that an id is never handed
 # out twice, even after its row moved to the archive: the archive keys rows by that same id.
@@ -78,3 +80,29 @@ def row_to_job(row: tuple[Any, ...]) -> Job:
         outcome_path=_from_sql_text(outcome_path), created_at=created_at, updated_at=updated_at,
         finished_at=finished_at,
     )
+
+
+def step_assignments(step: StepRecord, now: float, mark: str,
+                     text: Callable[[str], object]) -> tuple[list[str], list[Any]]:
+    """The SET clauses of one step's UPDATE and their arguments, for every backend: only the columns
+    the step changes (fields left at None keep their stored values), and never the vendor ids, which
+    each backend merges its own way. ``mark`` is the driver's placeholder (``?``, ``%s``); ``text``
+    turns a path into what the store keeps for it."""
+    assignments = [f"state = {mark}", f"attempts = {mark}", f"next_attempt_at = {mark}", f"updated_at = {mark}"]
+    args: list[Any] = [step.state.value, step.attempts, step.next_attempt_at, now]
+    for column, value in (("digests", encode_json(step.digests)), ("size", step.size), ("mtime_ns", step.mtime_ns),
+                          ("last_error", encode_json(step.last_error))):
+        if value is not None:
+            assignments.append(f"{column} = {mark}")
+            args.append(value)
+    if step.clear_error and step.last_error is None:
+        assignments.append("last_error = NULL")
+    if step.clear_outcome_path:
+        assignments.append("outcome_path = NULL")
+    elif step.outcome_path is not None:
+        assignments.append(f"outcome_path = {mark}")
+        args.append(text(step.outcome_path))
+    if step.state in TERMINAL_STATES:
+        assignments.append(f"finished_at = {mark}")  # finished jobs are never recorded again
+        args.append(now)
+    return assignments, args

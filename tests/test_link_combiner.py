@@ -132,3 +132,55 @@ def test_a_job_whose_lease_moved_to_another_daemon_is_left_out_of_the_round() ->
     assert vendor.batches == [[1]]
     (lost,) = answers.got[2]
     assert isinstance(lost, LeaseLost)
+
+
+def test_an_unexpected_error_in_a_round_leaves_no_job_without_an_answer() -> None:
+    """A bug or a broken connection inside the vendor call (not a vendor's answer): the server's
+    worker sees the error, and every job of the round, its own included, is given back to try again."""
+    vendor, answers = SlowRecord(), Answers()
+
+    def broken(ctxs: Sequence[StepContext]) -> list[Ids]:
+        vendor.entered.set()
+        vendor.gate.wait(10)
+        raise RuntimeError("connection pool closed")
+
+    vendor.link_many = broken  # type: ignore[method-assign]
+    combiner = LinkCombiner(lambda key: threading.Lock(), answers)
+    failure: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            combiner.link(KEY, ctx(1), vendor)  # type: ignore[arg-type]
+        except BaseException as error:
+            failure.append(error)
+
+    server = threading.Thread(target=serve)
+    server.start()
+    assert vendor.entered.wait(5)
+    with pytest.raises(LinkParked):
+        combiner.link(KEY, ctx(2), vendor)  # type: ignore[arg-type]
+    vendor.gate.set()
+    server.join(5)
+
+    assert [type(error) for error in failure] == [RuntimeError]
+    assert answers.got == {1: [None], 2: [None]}
+    vendor.link_many = SlowRecord.link_many.__get__(vendor)  # type: ignore[method-assign]
+    with pytest.raises(LinkParked):  # the record is served again by the next job to come
+        combiner.link(KEY, ctx(3), vendor)  # type: ignore[arg-type]
+    assert answers.got[3] == [{"linked": True, "job": 3}]
+
+
+def test_a_lease_check_that_breaks_gives_the_round_back_rather_than_losing_it() -> None:
+    """Asking the journal for a lease can fail otherwise than LeaseLost; the jobs taken for that round
+    must still get their (empty) answer, or their workers' claims would never end."""
+    vendor, answers = SlowRecord(), Answers()
+    vendor.gate.set()
+
+    def confirm(job_id: int) -> None:
+        raise RuntimeError("the journal answered nonsense")
+
+    combiner = LinkCombiner(lambda key: threading.Lock(), answers, confirm=confirm)
+    with pytest.raises(RuntimeError):
+        combiner.link(KEY, ctx(1), vendor)  # type: ignore[arg-type]
+    assert answers.got == {1: [None]}
+    assert vendor.batches == []

@@ -83,33 +83,37 @@ class LinkCombiner:
                 if not waiting:
                     self._served.discard(slot)
                     return
-            with self._lock_for(key):  # other kinds of link to this record (group folders) wait too
-                held = [(ctx, since) for ctx, since in waiting.values() if self._held(ctx, since)]
-                if held:
-                    self._round(held, adapter)
+            try:
+                with self._lock_for(key):  # other kinds of link to this record (group folders) wait too
+                    self._round(waiting, adapter)
+            except BaseException:
+                for job_id, (_, since) in waiting.items():  # left without an answer: try again
+                    self._deliver(job_id, None, since)
+                raise
 
-    def _held(self, ctx: StepContext, since: float) -> bool:
-        try:
-            self._confirm(ctx.job_id)
-        except LeaseLost as lost:
-            self._deliver(ctx.job_id, lost, since)
-            return False
-        return True
-
-    def _round(self, batch: Sequence[tuple[StepContext, float]], adapter: Vendor) -> None:
-        ctxs = [ctx for ctx, _ in batch]
+    def _round(self, waiting: dict[int, tuple[StepContext, float]], adapter: Vendor) -> None:
+        """One read-modify-write for the jobs in ``waiting`` that are still this daemon's. Each answer
+        delivered is taken out of ``waiting``: what is left there after an error got none."""
+        for job_id in list(waiting):
+            try:
+                self._confirm(job_id)
+            except LeaseLost as lost:
+                self._give(waiting, job_id, lost)
+        ctxs = [ctx for ctx, _ in waiting.values()]
+        if not ctxs:
+            return
         try:
             answers: Sequence[Answer] = adapter.link_many(ctxs)
         except StepError as error:
             # The vendor may have refused one item for all: the first tries alone now, and the
             # others go back to the journal without an answer, each to try on its own turn.
-            answers = [error] if len(batch) == 1 else [self._alone(ctxs[0], adapter), *([None] * (len(batch) - 1))]
-        except BaseException:
-            for ctx, since in batch:
-                self._deliver(ctx.job_id, None, since)
-            raise
-        for (ctx, since), answer in zip(batch, answers, strict=True):
-            self._deliver(ctx.job_id, answer, since)
+            answers = [error] if len(ctxs) == 1 else [self._alone(ctxs[0], adapter), *([None] * (len(ctxs) - 1))]
+        for ctx, answer in zip(ctxs, answers, strict=True):
+            self._give(waiting, ctx.job_id, answer)
+
+    def _give(self, waiting: dict[int, tuple[StepContext, float]], job_id: int, answer: Answer) -> None:
+        _, since = waiting.pop(job_id)
+        self._deliver(job_id, answer, since)
 
     @staticmethod
     def _alone(ctx: StepContext, adapter: Vendor) -> Answer:

@@ -39,3 +39,14 @@ def test_keys_only_a_restart_applies_keep_their_running_values(tmp_path: Path) -
     assert (plan.settings.inbox, plan.settings.journal) == (running.inbox, running.journal)
     assert plan.settings.workers == 8 and plan.changed == ("a",)  # new workers: the client is rebuilt
     assert "waiting for a restart: inbox, done, failed, journal" in plan.summary()
+
+
+def test_the_endpoint_and_the_node_wait_for_a_restart_too(tmp_path: Path) -> None:
+    """The endpoint's socket and token and this node's name and lease were opened with the running
+    values: a reload that changes them says so and keeps them."""
+    running = _settings(tmp_path, {"a": "https://a.example"}, http={"listen": "127.0.0.1:8765"})
+    loaded = _settings(tmp_path, {"a": "https://a.example"}, http={"listen": "127.0.0.1:9999"},
+                       node={"name": "scan-2"})
+    plan = plan_reload(running, loaded)
+    assert plan.needs_restart == ("node", "http")
+    assert plan.settings.http == running.http and plan.settings.node == running.node

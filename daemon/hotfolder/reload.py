@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 from hotfolder.config import Settings
 
-# Keys only a restart applies: what the watcher, the journal, the outcome folders and the alerts'
-# outbox and channel threads were opened with.
-RESTART_ONLY = ("inbox", "done", "failed", "journal", "archive_after", "watch", "notify")
+# Keys only a restart applies: what the watcher, the journal (and this node's place in a shared one),
+# the outcome folders, the alerts' outbox and channel threads, and the HTTP endpoint were opened with.
+RESTART_ONLY = ("inbox", "done", "failed", "journal", "archive_after", "watch", "notify", "node", "http")
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,20 @@ def mb_s(size: float, seconds: float) -> float:
     return size / seconds / 1e6 if seconds > 0 else float("inf")
 
 
+def run_threads_for(worker: Callable[[int], None], threads: int, seconds: float, stop: threading.Event) -> float:
+    """Start ``threads`` threads of ``worker(number)``, set ``stop`` after ``seconds`` and wait for them
+    all; the seconds that really passed, for a rate."""
+    pool = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
+    started = time.perf_counter()
+    for thread in pool:
+        thread.start()
+    time.sleep(seconds)
+    stop.set()
+    for thread in pool:
+        thread.join()
+    return time.perf_counter() - started
+
+
 def percentile(values: Sequence[float], pct: float) -> float:
     """Nearest-rank percentile: no interpolation, so p95 of 200 samples is the 190th smallest."""
     ordered = sorted(values)

@@ -42,6 +42,7 @@ from common import (
     Report,
     SandboxProcess,
     demo_target,
+    run_threads_for,
     wait_until,
     workdir,
     write_config,
@@ -86,15 +87,7 @@ def transitions(path: Path, threads: int, seconds: float) -> tuple[float, float]
                 ))
                 counts[number] += 1
 
-    pool = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
-    started = time.perf_counter()
-    for thread in pool:
-        thread.start()
-    time.sleep(seconds)
-    stop.set()
-    for thread in pool:
-        thread.join()
-    elapsed = time.perf_counter() - started
+    elapsed = run_threads_for(worker, threads, seconds, stop)
     journal.close()
     return sum(counts) / elapsed, sum(adds) / elapsed
 

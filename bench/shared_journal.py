@@ -38,6 +38,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 import yaml
+from common import run_threads_for
 
 from hotfolder.demo import DEMO_RECORDS, FIELD, seed
 from hotfolder.journal import Journal, JournalBackend, NewJob, StepRecord
@@ -85,15 +86,8 @@ def transitions(journal: JournalBackend, threads: int, seconds: float) -> float:
             with claim_lock:
                 held.discard(job_id)
 
-    pool = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
-    started = time.perf_counter()
-    for thread in pool:
-        thread.start()
-    time.sleep(seconds)
-    stop.set()
-    for thread in pool:
-        thread.join()
-    return sum(counts) / (time.perf_counter() - started)
+    elapsed = run_threads_for(worker, threads, seconds, stop)
+    return sum(counts) / elapsed
 
 
 def part_transitions(server: PostgresServer, folder: Path, args: argparse.Namespace) -> None:

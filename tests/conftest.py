@@ -11,6 +11,7 @@ import pytest
 
 from hotfolder.transfer import CHUNK_SIZE
 from tests.browser import headless_chromium, missing_browser
+from tests.missing import missing_server
 from tests.postgres import PostgresServer, missing_reason, start_postgres
 from tests.rgw import RGWServer, missing_binaries, start_rgw
 
@@ -24,10 +25,7 @@ def rgw() -> Iterator[RGWServer]:
     """
     missing = missing_binaries()
     if missing:
-        reason = f"Ceph RGW not installed (missing {', '.join(missing)}); run .ci/install-rgw"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true: {reason}", pytrace=False)
-        pytest.skip(reason)
+        missing_server(f"Ceph RGW not installed (missing {', '.join(missing)}); run .ci/install-rgw")
     server = start_rgw()
     try:
         yield server
@@ -59,9 +57,7 @@ def postgres() -> Iterator[PostgresServer]:
     """
     reason = missing_reason()
     if reason is not None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true: {reason}", pytrace=False)
-        pytest.skip(reason)
+        missing_server(reason)
     server = start_postgres()
     try:
         yield server
@@ -83,9 +79,6 @@ def chromium() -> Iterator[object]:
     the browser tests."""
     missing = missing_browser()
     if missing:
-        reason = f"{' and '.join(missing)} not installed; run .ci/install-browser"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true: {reason}", pytrace=False)
-        pytest.skip(reason)
+        missing_server(f"{' and '.join(missing)} not installed; run .ci/install-browser")
     with headless_chromium() as driver:
         yield driver

@@ -313,12 +313,10 @@ def test_the_shipped_unit_under_systemd(machine: Machine, site: Site) -> None:
     assert "Watchdog timeout" in machine.journal("-o", "cat")  # systemd's own line: the restart was the watchdog's
 
     # -- stop: exit 0 within TimeoutStopSec ------------------------------------------------------------------
-    stopping = time.monotonic()
     machine.systemctl("stop", "hotfolder", timeout=70)
-    took = time.monotonic() - stopping
     state = machine.show("ActiveState", "Result", "ExecMainStatus")
+    # Result would be "timeout" had systemd run out of TimeoutStopSec and killed it: success is "in time".
     assert state["ActiveState"] == "inactive" and state["Result"] == "success" and state["ExecMainStatus"] == "0", state
-    assert took < 60
 
     # -- journald: JSON lines with priorities, warnings filter, no secret ---------------------------------------
     entries = [json.loads(line) for line in machine.journal("-o", "json").splitlines() if line.strip()]

@@ -60,7 +60,7 @@ class Running:
 
 @dataclass(slots=True)
 class Pause:
-    kind: str  # RATE_LIMIT or BY_HAND
+    kind: str  # RATE_LIMIT, OUTAGE or BY_HAND
     reason: str
     since: float  # wall clock
     until: float | None  # wall clock; None: until resumed

@@ -126,12 +126,12 @@ class Daemon:
         # What happens to files goes out as events; the log lines are their first subscriber.
         self.events = EventBus()
         self.events.subscribe(log_event)
-        self.glance = Glance()
-        self.events.subscribe(self.glance.on_event)
         self.liveness = Liveness(stuck_after=stuck_limit(settings))
         # What is under way now, for `hotfolder status` (the live file), the status page and the health checks.
         self.live = LiveState()
         self.events.subscribe(self.live)
+        self.glance = Glance(self.live.paused)
+        self.events.subscribe(self.glance.on_event)
         self.live_writer = LiveFileWriter(self.live, live_file(settings))
         self.endpoint = None
         if settings.http is not None:
